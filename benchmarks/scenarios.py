@@ -1,0 +1,273 @@
+"""What is measured: the scenarios, which systems take part, and how each entry is run."""
+
+from __future__ import annotations
+
+import gc
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.harness import (
+    ERROR,
+    FAILED,
+    OK,
+    UNAVAILABLE,
+    UNSUPPORTED,
+    Case,
+    Counter,
+    PairedCase,
+    Settings,
+    Timing,
+    Unsupported,
+    VerificationError,
+    measure,
+    measure_paired,
+    run_isolated,
+)
+from benchmarks.peers import ADAPTERS, EVENT, Adapter, async_handlers
+
+# The standard cast, in table order: floors first, then ours, then the peers.
+PEERS = ("blinker", "pyee", "fastapi-events", "fastapi-eventbus")
+
+
+@dataclass(frozen=True)
+class Entry:
+    system: str  # key in peers.ADAPTERS
+    method: str  # adapter method that prepares the case
+    args: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    title: str
+    unit: str
+    kind: str  # "timed" | "paired" | "memory" | "hook"
+    entries: tuple[Entry, ...] = ()
+    floor: str | None = None  # system whose figure is the floor ratio's denominator
+    enabled: bool = True
+    note: str = ""
+
+
+@dataclass
+class Result:
+    scenario: str
+    system: str
+    label: str
+    role: str
+    status: str
+    median: float | None = None
+    min: float | None = None
+    n: int = 0
+    reps: int = 0
+    note: str = ""
+    detail: str = ""
+    comparable: bool = True
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def _cast(method: str, floors: tuple[str, ...], *args: Any) -> tuple[Entry, ...]:
+    return tuple(Entry(s, method, args) for s in (*floors, "ours", *PEERS))
+
+
+SCENARIOS: list[Scenario] = [
+    Scenario(
+        "1",
+        "one async handler, emit awaited",
+        "µs/emit",
+        "timed",
+        _cast("awaited", ("direct-await", "direct-call"), 1),
+        floor="direct-await",
+    ),
+    Scenario(
+        "2",
+        "ten async handlers on one event, awaited",
+        "µs/emit",
+        "timed",
+        _cast("awaited", ("direct-await", "gather"), 10),
+        floor="direct-await",
+    ),
+    Scenario(
+        "3",
+        "one sync handler, emit awaited (worker thread)",
+        "µs/emit",
+        "timed",
+        _cast("sync_handler", ("to-thread", "direct-call")),
+        floor="to-thread",
+    ),
+    Scenario(
+        "4",
+        "one match among 10,000 exact + 1,000 pattern subscriptions, awaited",
+        "µs/emit",
+        "timed",
+        _cast("crowded", ("direct-await",)),
+        floor="direct-await",
+    ),
+    Scenario(
+        "5",
+        "background throughput: N emits, then wait for all",
+        "µs/event",
+        "timed",
+        _cast("background", ("create-task",)),
+        floor="create-task",
+    ),
+    Scenario(
+        "6",
+        "after-response inside an ASGI request (httpx ASGITransport, Starlette)",
+        "added µs/request",
+        "paired",
+        _cast("after_response", ("starlette-background",)),
+        floor="starlette-background",
+    ),
+    Scenario(
+        "7",
+        "memory retained after drain, background emits",
+        "bytes/event",
+        "memory",
+        (Entry("ours", "memory"),),
+    ),
+    # Hook: the Redis Streams backend, end to end, is to be added here (kind "timed", with
+    # entries whose adapter method starts a bus on the redis backend).
+    Scenario(
+        "8",
+        "Redis Streams end to end",
+        "µs/event",
+        "hook",
+        enabled=False,
+        note="not measured yet: hook for the redis backend",
+    ),
+]
+
+
+def _result(scenario: Scenario, entry: Entry, adapter: Adapter, status: str, **kw: Any) -> Result:
+    return Result(scenario.id, entry.system, adapter.label, adapter.role, status, **kw)
+
+
+def run_entry(scenario: Scenario, entry: Entry, settings: Settings) -> Result:
+    """Measure one system in one scenario; any failure becomes the row's status, never a crash."""
+    adapter = ADAPTERS[entry.system]()
+    if adapter.unavailable:
+        return _result(scenario, entry, adapter, UNAVAILABLE, detail=adapter.unavailable)
+    prepared: list[Case | PairedCase] = []
+
+    async def go() -> Timing:
+        if scenario.kind == "memory":
+            return await measure_memory(adapter, settings)
+        case = await getattr(adapter, entry.method)(*entry.args)
+        prepared.append(case)
+        if isinstance(case, PairedCase):
+            return await measure_paired(case, settings)
+        return await measure(case, settings)
+
+    try:
+        timing = run_isolated(go, settings.case_timeout_s)
+    except Unsupported as exc:
+        return _result(scenario, entry, adapter, UNSUPPORTED, detail=str(exc))
+    except VerificationError as exc:
+        return _result(scenario, entry, adapter, FAILED, detail=str(exc), note=_note(prepared))
+    except TimeoutError:
+        detail = f"timed out after {settings.case_timeout_s:.0f} s"
+        return _result(scenario, entry, adapter, ERROR, detail=detail, note=_note(prepared))
+    except Exception as exc:
+        detail = f"{type(exc).__name__}: {exc}"
+        return _result(scenario, entry, adapter, ERROR, detail=detail, note=_note(prepared))
+    comparable = all(getattr(c, "comparable", True) for c in prepared)
+    reps = settings.request_reps if scenario.kind == "paired" else len(timing.samples_us)
+    return _result(
+        scenario,
+        entry,
+        adapter,
+        OK,
+        median=timing.median_us,
+        min=timing.min_us,
+        n=timing.n,
+        reps=reps,
+        note=_note(prepared) or timing.note,
+        comparable=comparable,
+        extra=timing.extra,
+    )
+
+
+def _note(prepared: list[Case | PairedCase]) -> str:
+    return prepared[0].note if prepared else ""
+
+
+async def measure_memory(adapter: Adapter, settings: Settings) -> Timing:
+    """N ``emit_nowait`` then ``drain()``, under tracemalloc: bytes still held per event after.
+
+    Reported as one sample (median = min). ``extra`` has the peak per pending event and the
+    emit/drain rates (slowed by tracemalloc, so not comparable to scenario 5).
+    """
+    ours: Any = adapter
+    if not hasattr(ours, "EventBus"):
+        raise Unsupported("memory scenario is for ours only")
+    n = settings.memory_events
+    counter = Counter()
+    bus, note = ours._bus(max_pending=2 * n)
+    (handler,) = async_handlers(counter, 1)
+    bus.subscribe(EVENT, handler)
+    await bus.start()
+    try:
+        for _ in range(1_000):  # warm every lazy structure before tracing starts
+            bus.emit_nowait(EVENT, 1)
+        await bus.drain(timeout=30.0)
+        counter.n = 0
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            emit = bus.emit_nowait
+            t0 = time.perf_counter()
+            for _ in range(n):
+                emit(EVENT, 1)
+            t1 = time.perf_counter()
+            lost = await bus.drain(timeout=max(60.0, settings.case_timeout_s))
+            t2 = time.perf_counter()
+            gc.collect()
+            retained, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    finally:
+        await bus.aclose()
+    if counter.n != n:
+        raise VerificationError(f"handlers ran {counter.n} times, expected {n}")
+    if lost:
+        raise VerificationError(f"drain() reported {lost} lost events")
+    per_event = (retained - base) / n
+    extra = {
+        "peak_per_event": (peak - base) / n,
+        "emit_per_s": n / (t1 - t0),
+        "drain_s": t2 - t1,
+    }
+    return Timing([per_event], n, extra, note)
+
+
+def select(ids: list[str] | None, systems: list[str] | None) -> list[Scenario]:
+    chosen = [s for s in SCENARIOS if ids is None or s.id in ids]
+    if systems is None:
+        return chosen
+    out = []
+    for s in chosen:
+        entries = tuple(e for e in s.entries if e.system in systems)
+        out.append(Scenario(s.id, s.title, s.unit, s.kind, entries, s.floor, s.enabled, s.note))
+    return out
+
+
+def run_all(
+    scenarios: list[Scenario],
+    settings: Settings,
+    progress: Callable[[Result, float], None] | None = None,
+) -> list[Result]:
+    results: list[Result] = []
+    for scenario in scenarios:
+        if not scenario.enabled:
+            continue
+        for entry in scenario.entries:
+            start = time.perf_counter()
+            result = run_entry(scenario, entry, settings)
+            results.append(result)
+            if progress is not None:
+                progress(result, time.perf_counter() - start)
+    return results

@@ -1,0 +1,3 @@
+ENABLED_PLUGINS = [
+    "fastapi_opinionated_eventbus.plugin.EventBusPlugin",
+]

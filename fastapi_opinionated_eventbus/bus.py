@@ -1,0 +1,473 @@
+"""The event bus: subscribe handlers, emit events (awaited, background, after response)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from fastapi_opinionated.shared.logger import ns_logger
+from pydantic import BaseModel
+
+from .config import BusSettings, load_settings
+from .dead_letters import DeadLetter, DeadLetterStore
+from .dispatch import Dispatcher
+from .errors import ChainDepthExceeded, EventBusClosed, EventBusError, EventBusOverloaded
+from .events import EventEnvelope, _current
+from .registry import Plan, Registry, Subscription, build_subscription, check_event_name
+from .results import EmitResult
+from .retry import RetryPolicy
+from .typed import event_name_of, validate_payload
+
+__all__ = ["EventBus"]
+
+logger = ns_logger("EventBus")
+
+_OPEN, _DRAINING, _CLOSED = "open", "draining", "closed"
+
+# Background events started per loop iteration: a burst of emits never starves requests.
+_DRAIN_BATCH = 512
+
+# Set by the after-response middleware for the duration of one HTTP request.
+_response_queue: contextvars.ContextVar[
+    list[tuple[EventEnvelope, Plan, contextvars.Context]] | None
+] = contextvars.ContextVar("eventbus_response_queue", default=None)
+
+_QueueItem = tuple[EventEnvelope, Plan, contextvars.Context]
+
+
+class EventBus:
+    """An in-process event bus.
+
+    ``await emit()`` runs the matching handlers and waits for them; ``emit_nowait()`` and
+    ``emit_after_response()`` hand events to background dispatch, which is tracked, bounded
+    by ``max_pending`` and drained on shutdown. Handlers' failures are isolated and logged.
+    """
+
+    def __init__(self, settings: BusSettings | None = None, **options: Any) -> None:
+        if settings is not None and options:
+            raise TypeError("pass either settings or options, not both")
+        self.settings = settings if settings is not None else load_settings(**options)
+        s = self.settings
+        self._registry = Registry(cache_size=s.pattern_cache_size)
+        self._dead_letters = DeadLetterStore(s.dead_letter_capacity)
+        self._dispatcher = Dispatcher(self._dead_letters, s.thread_pool_size)
+        self._strict = s.strict
+        self._max_pending = s.max_pending
+        self._max_chain_depth = s.max_chain_depth
+        self._default_retry: RetryPolicy | None = s.retry
+        self._state = _OPEN
+        # False when disabled or closed: the one flag the hot path reads.
+        self._accepting = not s.disabled
+        self._disabled_logged = False
+        self._taps: list[Callable[[EventEnvelope], None]] = []
+        # Background dispatch.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._queue: deque[_QueueItem] = deque()
+        self._drain_scheduled = False
+        self._inflight: set[EventEnvelope] = set()
+        self._tasks: dict[asyncio.Task[EmitResult], EventEnvelope] = {}
+        self._idle: asyncio.Future[None] | None = None
+        self._lost = 0
+
+    # ================================================================ subscriptions
+    def subscribe(
+        self,
+        event: str | type[BaseModel],
+        handler: Callable[..., Any],
+        *,
+        priority: int = 0,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        broadcast: bool = False,
+    ) -> Subscription:
+        """Subscribe ``handler`` to an event name, a shell-style pattern or a typed event."""
+        sub, schema = build_subscription(
+            event, handler, priority=priority, retry=retry, timeout=timeout, broadcast=broadcast
+        )
+        self._add(sub, schema)
+        return sub
+
+    def _add(self, sub: Subscription, schema: Any = None) -> None:
+        if self._state == _CLOSED:
+            raise EventBusClosed(f"cannot subscribe {sub.name} to {sub.event!r}: the bus is closed")
+        if sub.retry is None and self._default_retry is not None:
+            sub = Subscription(
+                sub.event,
+                sub.handler,
+                priority=sub.priority,
+                retry=self._default_retry,
+                timeout=sub.timeout,
+                broadcast=sub.broadcast,
+            )
+        if schema is not None:
+            self.register_schema(sub.event, schema)
+        self._registry.add(sub)
+
+    def unsubscribe(self, event: str | type[BaseModel], handler: Callable[..., Any]) -> bool:
+        """Remove ``handler`` from ``event``; returns False when it was not subscribed."""
+        if isinstance(event, type) and issubclass(event, BaseModel):
+            event = event_name_of(event)
+        return self._registry.remove(check_event_name(event), handler)
+
+    def register_schema(self, event: str, model: type[BaseModel]) -> None:
+        """Validate dict payloads of ``event`` into ``model`` at emit; handlers get the model."""
+        check_event_name(event)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise TypeError(f"a schema must be a pydantic BaseModel subclass, got {model!r}")
+        existing = self._registry.schema_for(event)
+        if existing is not None and existing is not model:
+            raise ValueError(
+                f"event {event!r} already has the schema {existing.__qualname__}; "
+                f"cannot register {model.__qualname__} too"
+            )
+        self._registry.set_schema(event, model)
+
+    def subscriptions(self) -> list[Subscription]:
+        return self._registry.subscriptions()
+
+    # ================================================================ emitting
+    async def emit(
+        self, event: str | BaseModel, /, *args: Any, strict: bool | None = None, **kwargs: Any
+    ) -> EmitResult:
+        """Run every handler of ``event`` with these arguments and wait for all of them.
+
+        Async handlers run on the loop and sync ones in worker threads, concurrently within
+        one priority. Failures are logged and returned, not raised, unless ``strict``.
+        (``strict`` is therefore a reserved keyword: handlers cannot receive it.)
+        """
+        if type(event) is not str or not event:
+            event, args, kwargs = _normalize(event, args, kwargs)
+        if not self._accepting:
+            self._refuse(event)
+            return EmitResult(None, 0)
+        plan = self._registry.plan(event)
+        if plan.schema is not None:
+            args, kwargs = validate_payload(plan.schema, event, args, kwargs), {}
+        envelope = self._envelope(event, args, kwargs)
+        if self._taps:
+            self._tap(envelope)
+        if not plan.count:
+            return EmitResult(envelope, 0)
+        result = await self._dispatcher.run(envelope, plan)
+        if result.failures and (self._strict if strict is None else strict):
+            raise ExceptionGroup(
+                f"{len(result.failures)} handler(s) failed on event {event!r}",
+                [failure.exception for failure in result.failures],
+            )
+        return result
+
+    def emit_nowait(self, event: str | BaseModel, /, *args: Any, **kwargs: Any) -> EventEnvelope:
+        """Queue ``event`` for background dispatch and return its envelope at once.
+
+        Thread-safe: sync code (e.g. a sync route in a worker thread) may call it too.
+
+        :raises EventBusOverloaded: when ``max_pending`` background events are in flight.
+        :raises EventBusClosed: once shutdown has begun.
+        """
+        envelope, plan = self._prepare(event, args, kwargs)
+        if plan is not None:
+            self._submit(envelope, plan, contextvars.copy_context())
+        return envelope
+
+    def emit_after_response(
+        self, event: str | BaseModel, /, *args: Any, **kwargs: Any
+    ) -> EventEnvelope:
+        """Inside an HTTP request: dispatch once the response has been sent, and only if the
+        request succeeded (a 5xx or an unhandled exception discards the queued events).
+        Outside a request: the same as :meth:`emit_nowait`.
+        """
+        queue = _response_queue.get()
+        if queue is None:
+            return self.emit_nowait(event, *args, **kwargs)
+        envelope, plan = self._prepare(event, args, kwargs)
+        if plan is not None:
+            self._check_capacity(envelope)
+            queue.append((envelope, plan, contextvars.copy_context()))
+        return envelope
+
+    def _prepare(
+        self, event: str | BaseModel, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[EventEnvelope, Plan | None]:
+        """Validate and build the envelope now, so a bad emit fails in the caller's hands."""
+        if type(event) is not str or not event:
+            event, args, kwargs = _normalize(event, args, kwargs)
+        if self._state != _OPEN:
+            raise EventBusClosed(
+                f"cannot emit {event!r} in the background: the event bus is shutting down"
+            )
+        if not self._accepting:
+            self._refuse(event)
+            return EventEnvelope(event, args, kwargs), None
+        plan = self._registry.plan(event)
+        if plan.schema is not None:
+            args, kwargs = validate_payload(plan.schema, event, args, kwargs), {}
+        envelope = self._envelope(event, args, kwargs)
+        if self._taps:
+            self._tap(envelope)
+        return envelope, (plan if plan.count else None)
+
+    def _envelope(self, event: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> EventEnvelope:
+        parent = _current.get()
+        if parent is None:
+            return EventEnvelope(event, args, kwargs)
+        chain = parent.child_chain()
+        if len(chain) >= self._max_chain_depth:
+            raise ChainDepthExceeded(
+                f"event {event!r} emitted at depth {len(chain) + 1} > max_chain_depth="
+                f"{self._max_chain_depth}; a handler cycle? "
+                f"Chain: {' -> '.join((*chain, event))}"
+            )
+        return EventEnvelope(event, args, kwargs, chain=chain, correlation_id=parent.correlation_id)
+
+    def _refuse(self, event: str) -> None:
+        if self._state == _CLOSED:
+            raise EventBusClosed(
+                f"cannot emit {event!r}: the event bus was shut down with the app; its "
+                "handlers are cleared (emit from a running app)"
+            )
+        if not self._disabled_logged:
+            self._disabled_logged = True
+            logger.warning("Event dispatch is disabled (EVENTBUS_DISABLED): emits are no-ops.")
+
+    # ================================================================ background
+    def _check_capacity(self, envelope: EventEnvelope) -> None:
+        if len(self._inflight) >= self._max_pending:
+            raise EventBusOverloaded(
+                f"cannot accept event {envelope.name!r}: {len(self._inflight)} background "
+                f"events are in flight (max_pending={self._max_pending}); slow down or raise "
+                "the max_pending option"
+            )
+
+    def _submit(self, envelope: EventEnvelope, plan: Plan, context: contextvars.Context) -> None:
+        self._check_capacity(envelope)
+        loop = self._loop
+        if loop is None:
+            loop = self._bind_loop()
+        self._inflight.add(envelope)
+        if threading.get_ident() == self._loop_thread:
+            self._queue.append((envelope, plan, context))
+            if not self._drain_scheduled:
+                self._drain_scheduled = True
+                loop.call_soon(self._drain)
+            return
+        try:
+            loop.call_soon_threadsafe(self._accept, (envelope, plan, context))
+        except RuntimeError as exc:  # the loop is closed: nothing will ever run it
+            self._inflight.discard(envelope)
+            raise EventBusClosed(
+                f"cannot emit {envelope.name!r}: the app's loop is closed"
+            ) from exc
+
+    def _submit_after_response(self, items: list[_QueueItem]) -> None:
+        """Called by the middleware once the response was sent; nothing is lost silently."""
+        for envelope, plan, context in items:
+            try:
+                self._submit(envelope, plan, context)
+            except (EventBusClosed, EventBusOverloaded) as exc:
+                self._lost += 1
+                logger.error(
+                    f"After-response event {envelope.name!r} (id={envelope.id}) was lost: {exc}"
+                )
+
+    def _accept(self, item: _QueueItem) -> None:
+        self._queue.append(item)
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._drain()
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        queue, loop, run = self._queue, self._loop, self._dispatcher.run
+        for _ in range(min(len(queue), _DRAIN_BATCH)):
+            envelope, plan, context = queue.popleft()
+            # An eager task runs the handlers at once; only a handler that suspends costs a
+            # trip through the scheduler.
+            task = asyncio.Task(run(envelope, plan), loop=loop, context=context, eager_start=True)
+            if task.done():
+                self._finished(task, envelope)
+            else:
+                self._tasks[task] = envelope
+                task.add_done_callback(self._task_done)
+        if queue and not self._drain_scheduled:
+            self._drain_scheduled = True
+            assert loop is not None
+            loop.call_soon(self._drain)
+
+    def _task_done(self, task: asyncio.Task[EmitResult]) -> None:
+        envelope = self._tasks.pop(task, None)
+        if envelope is not None:
+            self._finished(task, envelope)
+
+    def _finished(self, task: asyncio.Task[EmitResult], envelope: EventEnvelope) -> None:
+        self._inflight.discard(envelope)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # The dispatcher isolates handler failures; this is a bug or a BaseException.
+            logger.error(f"Background dispatch of {envelope!r} crashed: {exc!r}")
+        if self._idle is not None and not self._inflight and not self._idle.done():
+            self._idle.set_result(None)
+
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise EventBusError(
+                "the event bus has no event loop yet: start the app (its lifespan) before "
+                "emitting in the background from a thread"
+            ) from None
+        self._loop, self._loop_thread = loop, threading.get_ident()
+        return loop
+
+    @property
+    def pending(self) -> int:
+        """Background events accepted and not yet finished."""
+        return len(self._inflight)
+
+    @property
+    def lost_events(self) -> int:
+        """Background events cancelled or refused at shutdown (each one was logged)."""
+        return self._lost
+
+    async def drain(self, timeout: float | None = None) -> int:
+        """Wait until every background event has finished, or ``timeout`` seconds passed.
+
+        Returns how many are still in flight (0 when drained). Cancels nothing.
+        """
+        if self._inflight:
+            loop = asyncio.get_running_loop()
+            self._idle = loop.create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(self._idle)
+            except TimeoutError:
+                pass
+            finally:
+                self._idle = None
+        return len(self._inflight)
+
+    # ================================================================ lifecycle
+    async def start(self) -> None:
+        """Bind the bus to the running loop (the plugin does this at app startup)."""
+        self._bind_loop()
+
+    async def shutdown(self, timeout: float | None = None) -> int:
+        """Refuse new background events, drain up to ``timeout`` (default: the
+        ``shutdown_timeout`` option), then cancel and report what is left.
+
+        Returns the number of events lost, each of which is logged by name and id.
+        """
+        if self._state == _OPEN:
+            self._state = _DRAINING
+        timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        remaining = await self.drain(timeout)
+        if not remaining:
+            return 0
+        lost = list(self._inflight)
+        self._inflight.clear()
+        self._queue.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        self._tasks.clear()
+        self._lost += len(lost)
+        logger.error(
+            f"Shutdown: {len(lost)} background event(s) did not finish within {timeout}s "
+            "and were cancelled: "
+            + ", ".join(f"{e.name!r} (id={e.id})" for e in sorted(lost, key=_emitted_at))
+        )
+        return len(lost)
+
+    def close(self) -> None:
+        """Clear every subscription and stop; later emits raise EventBusClosed."""
+        self._state = _CLOSED
+        self._accepting = False
+        self._registry.clear()
+        self._dispatcher.shutdown()
+        self._queue.clear()
+
+    async def aclose(self, timeout: float | None = None) -> int:
+        """:meth:`shutdown` then :meth:`close`; returns the number of events lost."""
+        lost = await self.shutdown(timeout)
+        self.close()
+        return lost
+
+    @property
+    def closed(self) -> bool:
+        return self._state == _CLOSED
+
+    # ================================================================ dead letters
+    def dead_letters(self) -> list[DeadLetter]:
+        """Handler failures after their last attempt, oldest first (bounded, in memory)."""
+        return list(self._dead_letters)
+
+    @property
+    def dropped_dead_letters(self) -> int:
+        return self._dead_letters.dropped
+
+    async def replay_dead_letters(self) -> EmitResult:
+        """Run each dead letter's handler again; the ones failing again return to the store.
+
+        Letters whose handler is no longer subscribed are put back and reported.
+        """
+        letters = self._dead_letters.take_all()
+        by_name = {sub.name: sub for sub in self._registry.subscriptions()}
+        failures = []
+        for letter in letters:
+            sub = by_name.get(letter.handler)
+            if sub is None:
+                self._dead_letters.add(letter)
+                logger.warning(
+                    f"Dead letter of {letter.event!r} not replayed: handler "
+                    f"{letter.handler} is no longer subscribed"
+                )
+                continue
+            failure = await self._dispatcher.replay(letter, sub)
+            if failure is not None:
+                failures.append(failure)
+        return EmitResult(None, len(letters), tuple(failures))
+
+    # ================================================================ observation
+    @contextmanager
+    def tap(self, callback: Callable[[EventEnvelope], None]) -> Iterator[None]:
+        """Call ``callback`` with every envelope emitted while the block runs (tests)."""
+        self._taps.append(callback)
+        try:
+            yield
+        finally:
+            self._taps.remove(callback)
+
+    def _tap(self, envelope: EventEnvelope) -> None:
+        for callback in self._taps:
+            callback(envelope)
+
+    @property
+    def abandoned_threads(self) -> int:
+        return self._dispatcher.abandoned_threads
+
+    def __repr__(self) -> str:
+        return (
+            f"<EventBus {self._state} subscriptions={len(self._registry.subscriptions())} "
+            f"pending={self.pending}>"
+        )
+
+
+def _emitted_at(envelope: EventEnvelope) -> float:
+    return envelope.emitted_at_timestamp
+
+
+def _normalize(
+    event: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    """The slow path of emit's first argument: a typed event instance, or a bad name."""
+    if isinstance(event, BaseModel):
+        if args or kwargs:
+            raise TypeError(
+                f"emit({type(event).__qualname__}(...)) takes no further arguments: the "
+                "model instance is the payload"
+            )
+        return event_name_of(type(event)), (event,), {}
+    return check_event_name(event, what="event name to emit"), args, kwargs

@@ -1,0 +1,66 @@
+"""A bounded in-memory store of events whose handler failed on its last attempt."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from .events import EventEnvelope
+
+__all__ = ["DeadLetter", "DeadLetterStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One handler's final failure on one event, kept for inspection and replay."""
+
+    event: EventEnvelope
+    handler: str
+    exception_type: str
+    message: str
+    traceback: str
+    attempts: int
+    failed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    reason: str = "handler failed"
+
+    @classmethod
+    def from_exception(
+        cls, event: EventEnvelope, handler: str, exc: BaseException, attempts: int
+    ) -> DeadLetter:
+        return cls(
+            event=event,
+            handler=handler,
+            exception_type=type(exc).__qualname__,
+            message=str(exc),
+            traceback="".join(traceback.format_exception(exc)),
+            attempts=attempts,
+        )
+
+
+class DeadLetterStore:
+    """Keeps the newest ``capacity`` dead letters; counts the ones it had to drop."""
+
+    def __init__(self, capacity: int) -> None:
+        self._letters: deque[DeadLetter] = deque(maxlen=capacity)
+        self.dropped = 0
+        self.created_at = time.time()
+
+    def add(self, letter: DeadLetter) -> None:
+        if len(self._letters) == self._letters.maxlen:
+            self.dropped += 1
+        self._letters.append(letter)
+
+    def take_all(self) -> list[DeadLetter]:
+        letters = list(self._letters)
+        self._letters.clear()
+        return letters
+
+    def __iter__(self) -> Iterator[DeadLetter]:
+        return iter(list(self._letters))
+
+    def __len__(self) -> int:
+        return len(self._letters)

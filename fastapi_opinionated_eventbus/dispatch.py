@@ -1,0 +1,266 @@
+"""Running the handlers of one event: concurrency, threads, timeouts, retries, isolation.
+
+The hot path is :meth:`Dispatcher.run`. A group with a single plain async handler is
+awaited directly (no Task); several handlers start as eager tasks, so the ones that finish
+without suspending never reach the scheduler, while ``asyncio.current_task()`` stays right
+for handlers that use ``asyncio.timeout`` or anyio cancel scopes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import os
+import threading
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from fastapi_opinionated.shared.logger import ns_logger
+
+from .dead_letters import DeadLetter, DeadLetterStore
+from .events import EventEnvelope, _current
+from .registry import Plan, Subscription
+from .results import EmitResult, HandlerFailure
+
+__all__ = ["Dispatcher", "HandlerTimeout"]
+
+logger = ns_logger("EventBus")
+
+
+class HandlerTimeout(TimeoutError):
+    """A handler ran longer than its ``timeout``."""
+
+
+def default_thread_pool_size() -> int:
+    # The stdlib's own default for I/O-bound pools.
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+def _explain_type_error(sub: Subscription, event: EventEnvelope, exc: TypeError) -> str:
+    """Say plainly when a TypeError is the emitted arguments not fitting the handler."""
+    try:
+        signature = inspect.signature(sub.handler)
+    except (TypeError, ValueError):
+        return ""
+    try:
+        signature.bind(*event.args, **event.kwargs)
+    except TypeError as mismatch:
+        return (
+            f" The emitted arguments do not match the handler's signature "
+            f"{sub.handler.__name__}{signature}: {mismatch}."
+        )
+    return ""
+
+
+class Dispatcher:
+    """Runs subscriptions for events; owns the worker threads of sync handlers."""
+
+    def __init__(self, dead_letters: DeadLetterStore, thread_pool_size: int | None = None) -> None:
+        self.dead_letters = dead_letters
+        self._thread_pool_size = thread_pool_size or default_thread_pool_size()
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+        self._abandoned = 0
+        self._abandoned_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ running a plan
+    async def run(self, event: EventEnvelope, plan: Plan) -> EmitResult:
+        failures: list[HandlerFailure] | None = None
+        for group in plan.groups:
+            if len(group) == 1:
+                sub = group[0]
+                failure: HandlerFailure | None
+                if sub.plain:
+                    token = _current.set(event)
+                    try:
+                        await sub.handler(*event._args, **event._kwargs)
+                        continue
+                    except Exception as exc:
+                        failure = self._give_up(sub, event, exc, 1)
+                    finally:
+                        _current.reset(token)
+                else:
+                    failure = await self._invoke(sub, event)
+                    if failure is None:
+                        continue
+                (failures := failures or []).append(failure)
+            else:
+                group_failures = await self._run_concurrently(group, event)
+                if group_failures:
+                    (failures := failures or []).extend(group_failures)
+        return EmitResult(event, plan.count, tuple(failures) if failures else ())
+
+    async def _run_concurrently(
+        self, group: tuple[Subscription, ...], event: EventEnvelope
+    ) -> list[HandlerFailure]:
+        loop = asyncio.get_running_loop()
+        failures: list[HandlerFailure] = []
+        started: list[tuple[Subscription, asyncio.Task[Any]]] = []
+        args, kwargs = event._args, event._kwargs
+        # Tasks copy the current context: set the event once for the whole group.
+        token = _current.set(event)
+        try:
+            for sub in group:
+                try:
+                    coro = sub.handler(*args, **kwargs) if sub.plain else self._invoke(sub, event)
+                except Exception as exc:  # e.g. arguments that do not fit the signature
+                    failures.append(self._give_up(sub, event, exc, 1))
+                    continue
+                started.append((sub, asyncio.Task(coro, loop=loop, eager_start=True)))
+        finally:
+            _current.reset(token)
+        pending = [task for _, task in started if not task.done()]
+        if pending:
+            try:
+                await asyncio.wait(pending)
+            except asyncio.CancelledError:
+                for task in pending:
+                    task.cancel()
+                raise
+        for sub, task in started:
+            failure = self._outcome(sub, event, task)
+            if failure is not None:
+                failures.append(failure)
+        return failures
+
+    def _outcome(
+        self, sub: Subscription, event: EventEnvelope, task: asyncio.Task[Any]
+    ) -> HandlerFailure | None:
+        if task.cancelled():
+            return self._give_up(sub, event, RuntimeError("the handler was cancelled"), 1)
+        exc = task.exception()
+        if isinstance(exc, Exception):
+            return self._give_up(sub, event, exc, 1)
+        if exc is not None:  # KeyboardInterrupt, SystemExit: not ours to swallow
+            raise exc
+        result = task.result()
+        # A wrapped (non-plain) invocation reports its own failure as its result.
+        return result if isinstance(result, HandlerFailure) else None
+
+    # ------------------------------------------------------------------ one handler
+    async def _invoke(self, sub: Subscription, event: EventEnvelope) -> HandlerFailure | None:
+        """Run one handler with its timeout and retry policy; never raises ``Exception``."""
+        policy = sub.retry
+        attempts = policy.max_attempts if policy is not None else 1
+        token = _current.set(event)
+        try:
+            attempt = 1
+            while True:
+                try:
+                    await self._call(sub, event)
+                except Exception as exc:
+                    if attempt >= attempts:
+                        return self._give_up(sub, event, exc, attempt)
+                    assert policy is not None
+                    delay = policy.delay_before(attempt + 1)
+                    logger.warning(
+                        f"Handler {sub.name} failed on event {event.name!r} (id={event.id}, "
+                        f"attempt {attempt}/{attempts}): {type(exc).__name__}: {exc}; "
+                        f"retrying in {delay:.3f}s"
+                    )
+                    # The wait suspends only this handler: other handlers and events go on.
+                    await asyncio.sleep(delay)
+                    attempt += 1
+                    event = event.with_attempt(attempt)
+                    _current.set(event)
+                else:
+                    return None
+        finally:
+            _current.reset(token)
+
+    async def _call(self, sub: Subscription, event: EventEnvelope) -> None:
+        if sub.is_async:
+            if sub.timeout is None:
+                await sub.handler(*event._args, **event._kwargs)
+                return
+            try:
+                async with asyncio.timeout(sub.timeout):
+                    await sub.handler(*event._args, **event._kwargs)
+            except TimeoutError as exc:
+                raise HandlerTimeout(
+                    f"handler {sub.name} timed out after {sub.timeout}s and was cancelled"
+                ) from exc
+            return
+        await self._call_in_thread(sub, event)
+
+    async def _call_in_thread(self, sub: Subscription, event: EventEnvelope) -> None:
+        # The copied context carries current_event() (and the caller's contextvars) into
+        # the worker thread, as asyncio.to_thread does.
+        context = contextvars.copy_context()
+        handler: Callable[..., Any] = sub.handler
+        if event._kwargs:
+            call: Future[Any] = self.executor.submit(
+                context.run, lambda: handler(*event._args, **event._kwargs)
+            )
+        else:
+            call = self.executor.submit(context.run, handler, *event._args)
+        if sub.timeout is None:
+            await asyncio.wrap_future(call)
+            return
+        try:
+            async with asyncio.timeout(sub.timeout):
+                await asyncio.wrap_future(call)
+        except TimeoutError as exc:
+            self._abandon(call)
+            raise HandlerTimeout(
+                f"sync handler {sub.name} timed out after {sub.timeout}s; a thread cannot be "
+                "killed, so it was abandoned and keeps its worker thread until it returns"
+            ) from exc
+
+    def _abandon(self, call: Future[Any]) -> None:
+        if call.done():
+            return
+        with self._abandoned_lock:
+            self._abandoned += 1
+
+        def returned(_: Future[Any]) -> None:
+            with self._abandoned_lock:
+                self._abandoned -= 1
+
+        call.add_done_callback(returned)
+
+    # ------------------------------------------------------------------ failure
+    def _give_up(
+        self, sub: Subscription, event: EventEnvelope, exc: Exception, attempts: int
+    ) -> HandlerFailure:
+        hint = _explain_type_error(sub, event, exc) if isinstance(exc, TypeError) else ""
+        # The core's log formatter drops exc_info: the traceback must be in the message.
+        tb = "".join(traceback.format_exception(exc)).rstrip()
+        logger.error(
+            f"Handler {sub.name} failed on event {event.name!r} (id={event.id}, "
+            f"attempts={attempts}): {type(exc).__name__}: {exc}.{hint}\n{tb}"
+        )
+        self.dead_letters.add(DeadLetter.from_exception(event, sub.name, exc, attempts))
+        return HandlerFailure(sub.name, exc, attempts)
+
+    # ------------------------------------------------------------------ replay
+    async def replay(self, letter: DeadLetter, sub: Subscription) -> HandlerFailure | None:
+        """Run one dead letter's handler again, once more through its retry policy."""
+        return await self._invoke(sub, letter.event.with_attempt(1))
+
+    # ------------------------------------------------------------------ threads
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        executor = self._executor
+        if executor is None:
+            with self._executor_lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(
+                        max_workers=self._thread_pool_size, thread_name_prefix="eventbus"
+                    )
+                executor = self._executor
+        return executor
+
+    @property
+    def abandoned_threads(self) -> int:
+        """Worker threads still busy with a sync handler that timed out."""
+        return self._abandoned
+
+    def shutdown(self) -> None:
+        if self._executor is not None:
+            # Do not wait: an abandoned sync handler must not hang the app's shutdown.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None

@@ -1,0 +1,65 @@
+"""Every exception the event bus raises, in one place.
+
+::
+
+    EventBusError                       base of everything below
+    ├── EventBusNotEnabled              eventbus_api() before the plugin was enabled
+    ├── EventBusClosed                  emit after shutdown / background emit while draining
+    ├── EventBusOverloaded              more than ``max_pending`` background events in flight
+    ├── ChainDepthExceeded              an emit nested deeper than ``max_chain_depth``
+    ├── NoCurrentEvent                  current_event() outside a handler
+    ├── ConfigurationError (ValueError) an unknown or invalid plugin option
+    ├── EventSerializationError (TypeError)  an argument that cannot cross a process boundary
+    └── BackendUnavailable              the backend could not store an event in time
+
+Handler failures are not wrapped: the handler's own exception is logged, kept on the
+:class:`~fastapi_opinionated_eventbus.EmitResult` and, in strict mode, raised in an
+``ExceptionGroup`` after every handler has finished.
+"""
+
+from __future__ import annotations
+
+ENABLE_HINT = (
+    "Enable it with `fastapi-opinionated plugins enable "
+    "fastapi_opinionated_eventbus.plugin.EventBusPlugin` (run in the app directory) and "
+    "configure it before App.create() with `App.configurePlugin(EventBusPlugin())`."
+)
+
+
+class EventBusError(Exception):
+    """Base class of the errors raised by the event bus itself."""
+
+
+class EventBusNotEnabled(EventBusError, RuntimeError):
+    """The EventBus plugin is not enabled in this app."""
+
+    def __init__(self, detail: str = "The EventBus plugin is not enabled.") -> None:
+        super().__init__(f"{detail} {ENABLE_HINT}")
+
+
+class EventBusClosed(EventBusError, RuntimeError):
+    """The bus has shut down (or is draining and refuses new background events)."""
+
+
+class EventBusOverloaded(EventBusError, RuntimeError):
+    """Too many background events are in flight; the caller must slow down or retry."""
+
+
+class ChainDepthExceeded(EventBusError, RecursionError):
+    """Events emitted from handlers nested deeper than ``max_chain_depth``: a likely cycle."""
+
+
+class NoCurrentEvent(EventBusError, LookupError):
+    """``current_event()`` was called outside an event handler."""
+
+
+class ConfigurationError(EventBusError, ValueError):
+    """A plugin option is unknown or has an invalid value."""
+
+
+class EventSerializationError(EventBusError, TypeError):
+    """An event argument cannot be encoded for another process (JSON only, never pickle)."""
+
+
+class BackendUnavailable(EventBusError, ConnectionError):
+    """The backend did not acknowledge an event within the publish timeout."""

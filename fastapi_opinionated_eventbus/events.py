@@ -1,0 +1,159 @@
+"""The event envelope: what a handler can learn about the event it is running for."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+import uuid
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import NoCurrentEvent
+
+__all__ = ["EventEnvelope", "current_event"]
+
+
+def _new_process_prefix() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+# Event ids are "<random per-process prefix>-<sequence>": unique across processes and
+# machines with overwhelming probability, and ~30x cheaper per emit than uuid4(). The
+# prefix is renewed in forked children so two uvicorn workers never share a sequence.
+_process_prefix = _new_process_prefix()
+_sequence = itertools.count(1)
+
+
+def _renew_prefix_after_fork() -> None:
+    global _process_prefix, _sequence
+    _process_prefix = _new_process_prefix()
+    _sequence = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_renew_prefix_after_fork)
+
+
+class EventEnvelope:
+    """An immutable description of one emitted event.
+
+    Built on every emit, so it is a plain ``__slots__`` object whose derived fields (the
+    textual id, the ``datetime``) are computed only when somebody reads them.
+    """
+
+    __slots__ = (
+        "_args",
+        "_attempt",
+        "_chain",
+        "_correlation_id",
+        "_emitted_at",
+        "_id",
+        "_kwargs",
+        "_name",
+        "_seq",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        chain: tuple[str, ...] = (),
+        correlation_id: str | None = None,
+        attempt: int = 1,
+        event_id: str | None = None,
+        emitted_at: float | None = None,
+    ) -> None:
+        self._name = name
+        self._args = args
+        self._kwargs = kwargs
+        self._chain = chain
+        self._correlation_id = correlation_id
+        self._attempt = attempt
+        self._id = event_id
+        self._seq = 0 if event_id is not None else next(_sequence)
+        self._emitted_at = time.time() if emitted_at is None else emitted_at
+
+    @property
+    def name(self) -> str:
+        """The emitted event name (for a pattern handler: the name that matched)."""
+        return self._name
+
+    @property
+    def id(self) -> str:
+        """A unique, stable id: use it to make handlers idempotent."""
+        if self._id is None:
+            self._id = f"{_process_prefix}-{self._seq:x}"
+        return self._id
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        return self._args
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        # A copy: the envelope is shared by every handler of the event.
+        return dict(self._kwargs)
+
+    @property
+    def emitted_at(self) -> datetime:
+        return datetime.fromtimestamp(self._emitted_at, UTC)
+
+    @property
+    def emitted_at_timestamp(self) -> float:
+        return self._emitted_at
+
+    @property
+    def correlation_id(self) -> str | None:
+        return self._correlation_id
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first run of a handler, 2 for its first retry, and so on."""
+        return self._attempt
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """Names of the events whose handlers emitted this one, outermost first."""
+        return self._chain
+
+    def with_attempt(self, attempt: int) -> EventEnvelope:
+        """The same event (same id) at another attempt number."""
+        return EventEnvelope(
+            self._name,
+            self._args,
+            self._kwargs,
+            chain=self._chain,
+            correlation_id=self._correlation_id,
+            attempt=attempt,
+            event_id=self.id,
+            emitted_at=self._emitted_at,
+        )
+
+    def child_chain(self) -> tuple[str, ...]:
+        """The chain an event emitted by this event's handler carries."""
+        return (*self._chain, self._name)
+
+    def __repr__(self) -> str:
+        return f"<EventEnvelope {self._name!r} id={self.id} attempt={self._attempt}>"
+
+
+_current: ContextVar[EventEnvelope | None] = ContextVar("eventbus_current_event", default=None)
+
+
+def current_event() -> EventEnvelope:
+    """The envelope of the event the calling handler is running for.
+
+    Works in async handlers and in sync handlers running in worker threads.
+
+    :raises NoCurrentEvent: when called outside an event handler.
+    """
+    event = _current.get()
+    if event is None:
+        raise NoCurrentEvent(
+            "current_event() was called outside an event handler: it only has a value "
+            "while a handler subscribed with @OnInternalEvent (or bus.subscribe) runs."
+        )
+    return event

@@ -1,0 +1,77 @@
+"""Pure ASGI middleware: events emitted "after the response" wait for it here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi_opinionated.shared.logger import ns_logger
+
+from .bus import _response_queue
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, MutableMapping
+
+    from .bus import EventBus
+
+    Scope = MutableMapping[str, Any]
+    Message = MutableMapping[str, Any]
+    Receive = Callable[[], Awaitable[Message]]
+    Send = Callable[[Message], Awaitable[None]]
+    ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+__all__ = ["EventBusMiddleware"]
+
+logger = ns_logger("EventBus")
+
+
+class EventBusMiddleware:
+    """Collects ``emit_after_response`` events of one HTTP request and dispatches them in
+    the background once the response has been sent, unless the request failed (an
+    unhandled exception or a 5xx status): a failed request did not happen, so its events
+    are discarded with a warning naming them.
+
+    The plugin installs it; apps built without the plugin can add it themselves with
+    ``app.add_middleware(EventBusMiddleware, bus=bus)``.
+    """
+
+    def __init__(self, app: ASGIApp, bus: EventBus) -> None:
+        self.app = app
+        self.bus = bus
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        queued: list[Any] = []
+        status = 0
+
+        async def send_watching_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        token = _response_queue.set(queued)
+        try:
+            await self.app(scope, receive, send_watching_status)
+        except BaseException:
+            if queued:
+                self._discard(queued, scope, "the request raised an unhandled exception")
+            raise
+        finally:
+            _response_queue.reset(token)
+        if not queued:
+            return
+        if status >= 500 or status == 0:
+            reason = f"the response status was {status}" if status else "no response was sent"
+            self._discard(queued, scope, reason)
+            return
+        self.bus._submit_after_response(queued)
+
+    @staticmethod
+    def _discard(queued: list[Any], scope: Scope, reason: str) -> None:
+        names = ", ".join(f"{envelope.name!r} (id={envelope.id})" for envelope, _, _ in queued)
+        logger.warning(
+            f"Discarded {len(queued)} after-response event(s) of {scope.get('method')} "
+            f"{scope.get('path')} because {reason}: {names}"
+        )

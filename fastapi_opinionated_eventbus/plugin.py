@@ -1,0 +1,69 @@
+"""``EventBusPlugin``: maps the core's lifecycle hooks onto the bus. No logic of its own."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi_opinionated.app import AppCmd
+from fastapi_opinionated.registry.plugin import PluginRegistry
+from fastapi_opinionated.shared.base_plugin import BasePlugin
+
+from . import declarations
+from .bus import EventBus
+from .middleware import EventBusMiddleware
+
+__all__ = ["EventBusPlugin"]
+
+PLUGIN_PATH = "fastapi_opinionated_eventbus.plugin.EventBusPlugin"
+
+
+class EventBusPlugin(BasePlugin):
+    """The event bus as a fastapi-opinionated plugin.
+
+    Enable it with ``fastapi-opinionated plugins enable
+    fastapi_opinionated_eventbus.plugin.EventBusPlugin`` and configure it before
+    ``App.create()`` with ``App.configurePlugin(EventBusPlugin(), **options)``.
+    """
+
+    public_name = "eventbus"
+    command_name = "eventbus.enable"
+
+    def __init__(self) -> None:
+        if PluginRegistry.metadata_scanning:
+            # The core's CLI (`list handlers`) instantiates enabled plugins just before it
+            # imports app/domains, but its console script does not put the app root on
+            # sys.path: without this, `import app...` fails when run in an app directory.
+            root = os.getcwd()
+            if root not in sys.path:
+                sys.path.insert(0, root)
+
+    @staticmethod
+    @AppCmd("eventbus.enable")
+    def _internal(app: Any, fastapi_app: FastAPI, **options: Any) -> EventBus:
+        bus = EventBus(**options)
+        fastapi_app.add_middleware(EventBusMiddleware, bus=bus)
+        return bus
+
+    def on_controllers_loaded(self, app: Any, fastapi_app: FastAPI) -> None:
+        declarations.attach(_bus_of(app))
+
+    async def on_ready_async(self, app: Any, fastapi_app: FastAPI, plugin_api: Any) -> None:
+        await _bus_of(app).start()
+
+    async def on_before_shutdown_async(
+        self, app: Any, fastapi_app: FastAPI, plugin_api: Any
+    ) -> None:
+        await _bus_of(app).shutdown()
+
+    def on_shutdown(self, app: Any, fastapi_app: FastAPI, plugin_api: Any) -> None:
+        bus = _bus_of(app)
+        declarations.detach(bus)
+        bus.close()
+
+
+def _bus_of(app: Any) -> EventBus:
+    bus: EventBus = app.plugin.eventbus
+    return bus

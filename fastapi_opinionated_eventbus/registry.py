@@ -1,0 +1,231 @@
+"""Subscriptions, and the lookup from an event name to the handlers that run for it."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+from .retry import RetryPolicy
+
+__all__ = ["Plan", "Registry", "Subscription", "is_pattern"]
+
+_PATTERN_CHARS = frozenset("*?[")
+
+
+def is_pattern(name: str) -> bool:
+    """Whether a subscribed name is a shell-style pattern (``user.*``, ``*``, ``order.?``)."""
+    return not _PATTERN_CHARS.isdisjoint(name)
+
+
+def _is_async_callable(handler: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(handler):
+        return True
+    call = getattr(handler, "__call__", None)  # noqa: B004 - an object with async __call__
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def describe(handler: Callable[..., Any]) -> str:
+    """``module:qualname`` of a handler, for logs, dead letters and the CLI."""
+    module = getattr(handler, "__module__", None) or "?"
+    qualname = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+    return f"{module}:{qualname}"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Subscription:
+    """One handler subscribed to one event name or pattern, with its options."""
+
+    event: str
+    handler: Callable[..., Any]
+    priority: int = 0
+    retry: RetryPolicy | None = None
+    timeout: float | None = None
+    broadcast: bool = False
+    is_async: bool = field(init=False)
+    is_pattern: bool = field(init=False)
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_async", _is_async_callable(self.handler))
+        object.__setattr__(self, "is_pattern", is_pattern(self.event))
+        object.__setattr__(self, "name", describe(self.handler))
+
+    @property
+    def plain(self) -> bool:
+        """An async handler with no timeout and no retry: runs on the cheapest path."""
+        return self.is_async and self.timeout is None and self.retry is None
+
+
+class Plan:
+    """The handlers one event name resolves to, grouped by descending priority.
+
+    Handlers in one group run concurrently; a group starts when the previous one finished.
+    """
+
+    __slots__ = ("count", "groups", "schema")
+
+    def __init__(self, groups: tuple[tuple[Subscription, ...], ...], schema: Any = None) -> None:
+        self.groups = groups
+        self.count = sum(len(group) for group in groups)
+        self.schema = schema
+
+
+def _group_by_priority(subs: list[Subscription]) -> tuple[tuple[Subscription, ...], ...]:
+    groups: dict[int, list[Subscription]] = {}
+    for sub in subs:  # insertion order = subscription order, kept within a group
+        groups.setdefault(sub.priority, []).append(sub)
+    return tuple(tuple(groups[p]) for p in sorted(groups, reverse=True))
+
+
+class Registry:
+    """Exact names in a dict, patterns in a list, and a bounded cache of resolved plans.
+
+    ``plan(name)`` costs one dict lookup once a name has been seen: patterns are matched
+    once per distinct name, and the cache is emptied on every subscribe/unsubscribe.
+    """
+
+    def __init__(self, cache_size: int = 4096) -> None:
+        self._exact: dict[str, list[Subscription]] = {}
+        self._patterns: list[Subscription] = []
+        self._schemas: dict[str, Any] = {}
+        self._plans: dict[str, Plan] = {}
+        self._cache_size = cache_size
+
+    def add(self, sub: Subscription) -> None:
+        if sub.is_pattern:
+            self._patterns.append(sub)
+        else:
+            self._exact.setdefault(sub.event, []).append(sub)
+        self._plans.clear()
+
+    def remove(self, event: str, handler: Callable[..., Any]) -> bool:
+        """Remove ``handler``'s subscriptions to ``event``; False when there were none."""
+        if is_pattern(event):
+            kept = [s for s in self._patterns if not (s.event == event and s.handler == handler)]
+            removed = len(kept) != len(self._patterns)
+            self._patterns = kept
+        else:
+            subs = self._exact.get(event, [])
+            kept = [s for s in subs if s.handler != handler]
+            removed = len(kept) != len(subs)
+            if kept:
+                self._exact[event] = kept
+            else:
+                self._exact.pop(event, None)
+        if removed:
+            self._plans.clear()
+        return removed
+
+    def set_schema(self, event: str, schema: Any) -> None:
+        self._schemas[event] = schema
+        self._plans.clear()
+
+    def schema_for(self, event: str) -> Any:
+        return self._schemas.get(event)
+
+    def plan(self, event: str) -> Plan:
+        plan = self._plans.get(event)
+        if plan is None:
+            plan = self._resolve(event)
+        return plan
+
+    def _resolve(self, event: str) -> Plan:
+        subs = list(self._exact.get(event, ()))
+        subs.extend(s for s in self._patterns if fnmatchcase(event, s.event))
+        plan = Plan(_group_by_priority(subs), self._schemas.get(event))
+        if len(self._plans) >= self._cache_size:
+            # Evict the oldest entry: an app emitting unbounded distinct names keeps a
+            # bounded cache and only loses speed on names it has not seen recently.
+            del self._plans[next(iter(self._plans))]
+        self._plans[event] = plan
+        return plan
+
+    def subscriptions(self) -> list[Subscription]:
+        subs = [s for group in self._exact.values() for s in group]
+        subs.extend(self._patterns)
+        return subs
+
+    def clear(self) -> None:
+        self._exact.clear()
+        self._patterns.clear()
+        self._schemas.clear()
+        self._plans.clear()
+
+    @property
+    def cached_names(self) -> int:
+        return len(self._plans)
+
+
+def check_event_name(event: object, *, what: str = "event name") -> str:
+    """Validate a name given to emit/subscribe; patterns are allowed by the caller's choice."""
+    if not isinstance(event, str):
+        raise TypeError(f"The {what} must be a str, got {type(event).__name__}: {event!r}")
+    if not event or event.strip() != event:
+        raise ValueError(
+            f"The {what} must be a non-empty string without surrounding spaces, got {event!r}"
+        )
+    return event
+
+
+def check_subscription_options(
+    event: object,
+    *,
+    priority: int = 0,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    broadcast: bool = False,
+) -> tuple[str, Any]:
+    """Validate what a subscription is given; return its event name and schema (or None).
+
+    ``event`` is a name, a pattern, or a Pydantic model class with ``__event_name__`` (which
+    subscribes to that name and registers the model as its schema).
+    """
+    from pydantic import BaseModel
+
+    from .typed import event_name_of
+
+    schema = None
+    if isinstance(event, type) and issubclass(event, BaseModel):
+        schema = event
+        event = event_name_of(event)
+    name = check_event_name(event, what="event name (or pattern) to subscribe to")
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"priority must be an int, got {priority!r}")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise TypeError(f"retry must be a RetryPolicy or None, got {retry!r}")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+    if not isinstance(broadcast, bool):
+        raise TypeError(f"broadcast must be a bool, got {broadcast!r}")
+    if schema is not None and is_pattern(name):
+        raise ValueError(f"typed event {schema.__qualname__} cannot have a pattern name {name!r}")
+    return name, schema
+
+
+def build_subscription(
+    event: object,
+    handler: object,
+    *,
+    priority: int = 0,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    broadcast: bool = False,
+) -> tuple[Subscription, Any]:
+    """Validate subscription arguments; return the subscription and its schema (or None)."""
+    name, schema = check_subscription_options(
+        event, priority=priority, retry=retry, timeout=timeout, broadcast=broadcast
+    )
+    if not callable(handler):
+        raise TypeError(
+            f"An event handler must be callable, got {type(handler).__name__}: {handler!r}"
+        )
+    sub = Subscription(
+        name, handler, priority=priority, retry=retry, timeout=timeout, broadcast=broadcast
+    )
+    return sub, schema

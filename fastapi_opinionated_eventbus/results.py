@@ -1,0 +1,59 @@
+"""What an emit reports back: how many handlers ran and which of them failed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .events import EventEnvelope
+
+__all__ = ["EmitResult", "HandlerFailure"]
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerFailure:
+    """One handler that failed on its last attempt."""
+
+    handler: str
+    """The handler's ``module:qualname``."""
+    exception: Exception
+    attempts: int = 1
+
+
+class EmitResult:
+    """The outcome of one awaited emit.
+
+    ``handled`` counts the handlers that ran (succeeded or failed); ``failures`` holds the
+    failed ones with their exceptions. With the Redis backend the handlers run in another
+    process: ``published`` is then true and ``handled`` is 0.
+    """
+
+    __slots__ = ("event", "failures", "handled", "published")
+
+    def __init__(
+        self,
+        event: EventEnvelope | None,
+        handled: int,
+        failures: tuple[HandlerFailure, ...] = (),
+        *,
+        published: bool = False,
+    ) -> None:
+        self.event = event
+        self.handled = handled
+        self.failures = failures
+        self.published = published
+
+    @property
+    def ok(self) -> bool:
+        """True when no handler failed."""
+        return not self.failures
+
+    @property
+    def event_id(self) -> str | None:
+        return None if self.event is None else self.event.id
+
+    def __repr__(self) -> str:
+        name = None if self.event is None else self.event.name
+        return (
+            f"<EmitResult event={name!r} handled={self.handled} "
+            f"failed={len(self.failures)} published={self.published}>"
+        )
