@@ -150,10 +150,11 @@ async def measure(case: Case, settings: Settings) -> Timing:
         ops = 1
         while True:
             elapsed = await _timed_batch(case, ops)
-            if elapsed >= settings.calib_s * 1e9 or ops >= settings.n:
+            if elapsed >= settings.calib_s * 1e9:
                 # Once more at this size: the first batch may carry one-time costs (caches
                 # filled on first use, a thread pool starting) that would shrink N for nothing.
                 elapsed = min(elapsed, await _timed_batch(case, ops))
+            if elapsed >= settings.calib_s * 1e9 or ops >= settings.n:
                 break
             ops = min(ops * 8, settings.n)
         per_op_ns = max(elapsed / ops, 1.0)

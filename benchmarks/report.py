@@ -213,10 +213,15 @@ def markdown(
         "a time. x floor divides by the scenario's floor row, x best peer by the fastest "
         "comparable peer (blinker, pyee, fastapi-events, fastapi-eventbus) of the same run.",
         "",
-        f"Scenario 6 alternates {settings.request_reps} pairs of {settings.requests:,} requests "
-        "with and without the event on the same app and reports the difference per request; "
-        "work still pending when the ASGI call returns (ours, fastapi-eventbus) is awaited "
-        "inside the timed batch. Scenario 7 is one run of "
+        f"Scenario 6 sends, per repetition, {settings.requests:,} requests with the event and "
+        f"as many without it to the same app, alternating in blocks of "
+        f"{settings.request_block}, and reports the difference per request (median and min over "
+        f"{settings.request_reps} repetitions; the min of a difference of two noisy times can be "
+        "below zero). httpx's ASGITransport returns once the ASGI call returns, so work done "
+        "in a middleware after the response (fastapi-events, Starlette BackgroundTask) is "
+        "inside the timing; work still pending then (ours) is awaited with `drain()` at the "
+        "end of each block, inside the timing too. All systems run with the root logger "
+        "fastapi-opinionated-core configures on import (INFO). Scenario 7 is one run of "
         f"{settings.memory_events:,} `emit_nowait` then `drain()` under tracemalloc.",
         "",
         "Scenarios:",

@@ -6,13 +6,14 @@ import asyncio
 import contextvars
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from fastapi_opinionated.shared.logger import ns_logger
 from pydantic import BaseModel
 
+from .backends import RemoteBackend
 from .config import BusSettings, load_settings
 from .dead_letters import DeadLetter, DeadLetterStore
 from .dispatch import Dispatcher
@@ -74,6 +75,15 @@ class EventBus:
         self._tasks: dict[asyncio.Task[EmitResult], EventEnvelope] = {}
         self._idle: asyncio.Future[None] | None = None
         self._lost = 0
+        self._backend: RemoteBackend | None = None
+        self._run_background: Callable[[EventEnvelope, Plan], Coroutine[Any, Any, EmitResult]] = (
+            self._dispatcher.run
+        )
+        if s.backend == "redis":
+            from .backends.redis import RedisStreamsBackend  # type: ignore[import-not-found]
+
+            self._backend = RedisStreamsBackend(self, s)
+            self._run_background = self._publish_in_background
 
     # ================================================================ subscriptions
     def subscribe(
@@ -152,6 +162,9 @@ class EventBus:
         envelope = self._envelope(event, args, kwargs)
         if self._taps:
             self._tap(envelope)
+        if self._backend is not None:
+            await self._backend.publish(envelope)
+            return EmitResult(envelope, 0, published=True)
         if not plan.count:
             return EmitResult(envelope, 0)
         result = await self._dispatcher.run(envelope, plan)
@@ -210,7 +223,8 @@ class EventBus:
         envelope = self._envelope(event, args, kwargs)
         if self._taps:
             self._tap(envelope)
-        return envelope, (plan if plan.count else None)
+        # With a remote backend every event is published, handlers here or not.
+        return envelope, (plan if plan.count or self._backend is not None else None)
 
     def _envelope(self, event: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> EventEnvelope:
         parent = _current.get()
@@ -283,12 +297,14 @@ class EventBus:
 
     def _drain(self) -> None:
         self._drain_scheduled = False
-        queue, loop, run = self._queue, self._loop, self._dispatcher.run
+        queue, loop, run = self._queue, self._loop, self._run_background
         for _ in range(min(len(queue), _DRAIN_BATCH)):
             envelope, plan, context = queue.popleft()
             # An eager task runs the handlers at once; only a handler that suspends costs a
             # trip through the scheduler.
-            task = asyncio.Task(run(envelope, plan), loop=loop, context=context, eager_start=True)
+            task: asyncio.Task[EmitResult] = asyncio.Task(
+                run(envelope, plan), loop=loop, context=context, eager_start=True
+            )
             if task.done():
                 self._finished(task, envelope)
             else:
@@ -323,6 +339,38 @@ class EventBus:
         self._loop, self._loop_thread = loop, threading.get_ident()
         return loop
 
+    async def _publish_in_background(self, envelope: EventEnvelope, plan: Plan) -> EmitResult:
+        assert self._backend is not None
+        try:
+            await self._backend.publish(envelope)
+        except Exception as exc:
+            self._lost += 1
+            logger.error(
+                f"Background event {envelope.name!r} (id={envelope.id}) was not published "
+                f"and is lost: {type(exc).__name__}: {exc}"
+            )
+            raise
+        return EmitResult(envelope, 0, published=True)
+
+    async def dispatch_received(self, envelope: EventEnvelope, *, broadcast: bool) -> EmitResult:
+        """Run this process's handlers for an event a remote backend delivered.
+
+        ``broadcast`` selects the broadcast subscriptions (run in every process) or the
+        others (run once per app). Never raises for a handler failure.
+        """
+        plan = self._registry.plan(envelope.name)
+        if plan.count:
+            plan = plan.only(broadcast=broadcast)
+        if not plan.count:
+            return EmitResult(envelope, 0)
+        if self._taps:
+            self._tap(envelope)
+        return await self._dispatcher.run(envelope, plan)
+
+    @property
+    def backend(self) -> RemoteBackend | None:
+        return self._backend
+
     @property
     def pending(self) -> int:
         """Background events accepted and not yet finished."""
@@ -352,8 +400,11 @@ class EventBus:
 
     # ================================================================ lifecycle
     async def start(self) -> None:
-        """Bind the bus to the running loop (the plugin does this at app startup)."""
+        """Bind the bus to the running loop and start the backend (the plugin does this at
+        app startup)."""
         self._bind_loop()
+        if self._backend is not None:
+            await self._backend.start()
 
     async def shutdown(self, timeout: float | None = None) -> int:
         """Refuse new background events, drain up to ``timeout`` (default: the
@@ -365,6 +416,8 @@ class EventBus:
             self._state = _DRAINING
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         remaining = await self.drain(timeout)
+        if self._backend is not None:
+            await self._backend.stop()
         if not remaining:
             return 0
         lost = list(self._inflight)
@@ -400,8 +453,11 @@ class EventBus:
         return self._state == _CLOSED
 
     # ================================================================ dead letters
-    def dead_letters(self) -> list[DeadLetter]:
-        """Handler failures after their last attempt, oldest first (bounded, in memory)."""
+    async def dead_letters(self) -> list[DeadLetter]:
+        """Handler failures after their last attempt, oldest first: in memory (bounded) with
+        the local backend, the dead-letter stream with Redis."""
+        if self._backend is not None:
+            return await self._backend.dead_letters()
         return list(self._dead_letters)
 
     @property
@@ -413,6 +469,8 @@ class EventBus:
 
         Letters whose handler is no longer subscribed are put back and reported.
         """
+        if self._backend is not None:
+            return await self._backend.replay_dead_letters()
         letters = self._dead_letters.take_all()
         by_name = {sub.name: sub for sub in self._registry.subscriptions()}
         failures = []
@@ -429,6 +487,31 @@ class EventBus:
             if failure is not None:
                 failures.append(failure)
         return EmitResult(None, len(letters), tuple(failures))
+
+    async def replay_one(self, letter: DeadLetter) -> EmitResult:
+        """Run one dead letter's handler again (used by backends' replay)."""
+        by_name = {sub.name: sub for sub in self._registry.subscriptions()}
+        sub = by_name.get(letter.handler)
+        if sub is None:
+            raise LookupError(f"handler {letter.handler} is not subscribed in this process")
+        failure = await self._dispatcher.replay(letter, sub)
+        return EmitResult(letter.event, 1, (failure,) if failure else ())
+
+    async def health(self) -> dict[str, Any]:
+        """A report on the bus: backend reachability, in-flight and dead-letter counts."""
+        report: dict[str, Any] = {
+            "backend": self.settings.backend,
+            "state": self._state,
+            "healthy": self._state != _CLOSED,
+            "pending": self.pending,
+            "lost_events": self._lost,
+            "abandoned_threads": self.abandoned_threads,
+            "dead_letters": len(self._dead_letters),
+            "dropped_dead_letters": self._dead_letters.dropped,
+        }
+        if self._backend is not None:
+            report.update(await self._backend.health())
+        return report
 
     # ================================================================ observation
     @contextmanager

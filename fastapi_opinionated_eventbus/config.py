@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +36,43 @@ class BusSettings(BaseSettings):
     """Dead letters kept in memory; the oldest are dropped (and counted) beyond it."""
     pattern_cache_size: int = Field(4_096, gt=0)
     """Distinct event names whose resolved handlers are cached."""
+
+    # ---------------------------------------------------------------- backend
+    backend: Literal["local", "redis"] = "local"
+    """``local``: handlers run in this process. ``redis``: events go through Redis Streams
+    and are handled once by the app as a whole (needs the ``[redis]`` extra)."""
+    redis_url: str = "redis://localhost:6379/0"
+    """``redis://`` or ``rediss://`` (TLS) URL; its password never appears in logs."""
+    redis_prefix: str | None = None
+    """Key prefix; default derived from the app's title, so two apps on one Redis don't mix."""
+    redis_group: str = "eventbus"
+    """Consumer group: every process of one app shares it."""
+    redis_consumer: str | None = None
+    """This process's consumer name (default ``<host>:<pid>``); unique per process."""
+    redis_batch_size: int = Field(64, gt=0)
+    """Entries read per XREADGROUP call."""
+    redis_concurrency: int = Field(64, gt=0)
+    """Entries whose handlers may be in flight at once in this process."""
+    visibility_timeout: float = Field(30.0, gt=0)
+    """Seconds before an entry left pending by a silent consumer is claimed by another."""
+    max_deliveries: int = Field(5, gt=0)
+    """Deliveries of one entry before it goes to the dead-letter stream."""
+    max_stream_length: int = Field(1_000_000, gt=0)
+    """Approximate cap of the events stream (XADD MAXLEN ~)."""
+    publish_timeout: float = Field(5.0, gt=0)
+    """Seconds ``emit`` waits for Redis to store an event before BackendUnavailable."""
+    connect_timeout: float = Field(10.0, gt=0)
+    """Seconds startup keeps retrying an unreachable Redis before failing."""
+
+    # ---------------------------------------------------------------- observability
+    metrics: Any = None
+    """``"prometheus"`` or a collector instance (see observability); None: no metrics."""
+    metrics_path: str | None = None
+    """Mount the Prometheus text endpoint here (e.g. ``/metrics``)."""
+    tracing: bool = False
+    """OpenTelemetry spans per emit and per handler (needs the ``[otel]`` extra)."""
+    introspection_path: str | None = None
+    """Mount a read-only JSON endpoint describing the bus (e.g. ``/_eventbus``)."""
 
 
 OPTION_NAMES = tuple(BusSettings.model_fields)

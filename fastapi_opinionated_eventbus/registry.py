@@ -72,6 +72,15 @@ class Plan:
         self.count = sum(len(group) for group in groups)
         self.schema = schema
 
+    def only(self, *, broadcast: bool) -> Plan:
+        """The same plan restricted to broadcast (or non-broadcast) subscriptions."""
+        groups = tuple(
+            kept
+            for group in self.groups
+            if (kept := tuple(s for s in group if s.broadcast == broadcast))
+        )
+        return Plan(groups, self.schema)
+
 
 def _group_by_priority(subs: list[Subscription]) -> tuple[tuple[Subscription, ...], ...]:
     groups: dict[int, list[Subscription]] = {}
