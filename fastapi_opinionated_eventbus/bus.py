@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import threading
-from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,13 +12,14 @@ from fastapi_opinionated.shared.logger import ns_logger
 from pydantic import BaseModel
 
 from .backends import RemoteBackend
+from .background import BackgroundQueue, QueueItem
 from .config import BusSettings, load_settings
 from .dead_letters import DeadLetter, DeadLetterStore
 from .dispatch import Dispatcher
-from .errors import ChainDepthExceeded, EventBusClosed, EventBusError, EventBusOverloaded
+from .errors import ChainDepthExceeded, EventBusClosed, EventBusOverloaded
 from .events import EventEnvelope, _current
 from .registry import Plan, Registry, Subscription, build_subscription, check_event_name
-from .results import EmitResult
+from .results import EmitResult, HandlerFailure
 from .retry import RetryPolicy
 from .typed import event_name_of, validate_payload
 
@@ -30,15 +29,10 @@ logger = ns_logger("EventBus")
 
 _OPEN, _DRAINING, _CLOSED = "open", "draining", "closed"
 
-# Background events started per loop iteration: a burst of emits never starves requests.
-_DRAIN_BATCH = 512
-
 # Set by the after-response middleware for the duration of one HTTP request.
 _response_queue: contextvars.ContextVar[
     list[tuple[EventEnvelope, Plan, contextvars.Context]] | None
 ] = contextvars.ContextVar("eventbus_response_queue", default=None)
-
-_QueueItem = tuple[EventEnvelope, Plan, contextvars.Context]
 
 
 class EventBus:
@@ -66,24 +60,18 @@ class EventBus:
         self._accepting = not s.disabled
         self._disabled_logged = False
         self._taps: list[Callable[[EventEnvelope], None]] = []
-        # Background dispatch.
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
-        self._queue: deque[_QueueItem] = deque()
-        self._drain_scheduled = False
-        self._inflight: set[EventEnvelope] = set()
-        self._tasks: dict[asyncio.Task[EmitResult], EventEnvelope] = {}
-        self._idle: asyncio.Future[None] | None = None
-        self._lost = 0
         self._backend: RemoteBackend | None = None
-        self._run_background: Callable[[EventEnvelope, Plan], Coroutine[Any, Any, EmitResult]] = (
-            self._dispatcher.run
-        )
+        run_background: Callable[[EventEnvelope, Plan], Coroutine[Any, Any, object]]
+        run_background = self._dispatcher.run
         if s.backend == "redis":
             from .backends.redis import RedisStreamsBackend  # type: ignore[import-not-found]
 
             self._backend = RedisStreamsBackend(self, s)
-            self._run_background = self._publish_in_background
+            run_background = self._publish_in_background
+        self._background = BackgroundQueue(run_background, s.max_pending)
+        # The registry's plan cache, read directly on the hot path (the registry clears
+        # it in place, never replaces it).
+        self._plans = self._registry._plans
 
     # ================================================================ subscriptions
     def subscribe(
@@ -156,24 +144,42 @@ class EventBus:
         if not self._accepting:
             self._refuse(event)
             return EmitResult(None, 0)
-        plan = self._registry.plan(event)
+        plan = self._plans.get(event) or self._registry.plan(event)
         if plan.schema is not None:
             args, kwargs = validate_payload(plan.schema, event, args, kwargs), {}
-        envelope = self._envelope(event, args, kwargs)
+        parent = _current.get()
+        if parent is None:
+            envelope = EventEnvelope(event, args, kwargs)
+        else:
+            envelope = self._child_envelope(parent, event, args, kwargs)
         if self._taps:
             self._tap(envelope)
         if self._backend is not None:
             await self._backend.publish(envelope)
             return EmitResult(envelope, 0, published=True)
-        if not plan.count:
+        single = plan.single
+        if single is not None:
+            # The common case inlined: one plain async handler, awaited in this task.
+            token = _current.set(envelope)
+            try:
+                await single.handler(*args, **kwargs)
+                return EmitResult(envelope, 1)
+            except Exception as exc:
+                failures: tuple[HandlerFailure, ...] = (
+                    self._dispatcher.give_up(single, envelope, exc, 1),
+                )
+            finally:
+                _current.reset(token)
+        elif plan.count:
+            failures = await self._dispatcher.run(envelope, plan)
+        else:
             return EmitResult(envelope, 0)
-        result = await self._dispatcher.run(envelope, plan)
-        if result.failures and (self._strict if strict is None else strict):
+        if failures and (self._strict if strict is None else strict):
             raise ExceptionGroup(
-                f"{len(result.failures)} handler(s) failed on event {event!r}",
-                [failure.exception for failure in result.failures],
+                f"{len(failures)} handler(s) failed on event {event!r}",
+                [failure.exception for failure in failures],
             )
-        return result
+        return EmitResult(envelope, plan.count, failures)
 
     def emit_nowait(self, event: str | BaseModel, /, *args: Any, **kwargs: Any) -> EventEnvelope:
         """Queue ``event`` for background dispatch and return its envelope at once.
@@ -183,9 +189,24 @@ class EventBus:
         :raises EventBusOverloaded: when ``max_pending`` background events are in flight.
         :raises EventBusClosed: once shutdown has begun.
         """
-        envelope, plan = self._prepare(event, args, kwargs)
-        if plan is not None:
-            self._submit(envelope, plan, contextvars.copy_context())
+        # _prepare() inlined: this is the background hot path.
+        if type(event) is not str or not event:
+            event, args, kwargs = _normalize(event, args, kwargs)
+        if not self._accepting:
+            self._refuse(event)
+            return EventEnvelope(event, args, kwargs)
+        plan = self._plans.get(event) or self._registry.plan(event)
+        if plan.schema is not None:
+            args, kwargs = validate_payload(plan.schema, event, args, kwargs), {}
+        parent = _current.get()
+        if parent is None:
+            envelope = EventEnvelope(event, args, kwargs)
+        else:
+            envelope = self._child_envelope(parent, event, args, kwargs)
+        if self._taps:
+            self._tap(envelope)
+        if plan.count or self._backend is not None:
+            self._background.submit(envelope, plan, contextvars.copy_context())
         return envelope
 
     def emit_after_response(
@@ -200,7 +221,6 @@ class EventBus:
             return self.emit_nowait(event, *args, **kwargs)
         envelope, plan = self._prepare(event, args, kwargs)
         if plan is not None:
-            self._check_capacity(envelope)
             queue.append((envelope, plan, contextvars.copy_context()))
         return envelope
 
@@ -210,26 +230,25 @@ class EventBus:
         """Validate and build the envelope now, so a bad emit fails in the caller's hands."""
         if type(event) is not str or not event:
             event, args, kwargs = _normalize(event, args, kwargs)
-        if self._state != _OPEN:
-            raise EventBusClosed(
-                f"cannot emit {event!r} in the background: the event bus is shutting down"
-            )
         if not self._accepting:
             self._refuse(event)
             return EventEnvelope(event, args, kwargs), None
-        plan = self._registry.plan(event)
+        plan = self._plans.get(event) or self._registry.plan(event)
         if plan.schema is not None:
             args, kwargs = validate_payload(plan.schema, event, args, kwargs), {}
-        envelope = self._envelope(event, args, kwargs)
+        parent = _current.get()
+        if parent is None:
+            envelope = EventEnvelope(event, args, kwargs)
+        else:
+            envelope = self._child_envelope(parent, event, args, kwargs)
         if self._taps:
             self._tap(envelope)
         # With a remote backend every event is published, handlers here or not.
         return envelope, (plan if plan.count or self._backend is not None else None)
 
-    def _envelope(self, event: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> EventEnvelope:
-        parent = _current.get()
-        if parent is None:
-            return EventEnvelope(event, args, kwargs)
+    def _child_envelope(
+        self, parent: EventEnvelope, event: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> EventEnvelope:
         chain = parent.child_chain()
         if len(chain) >= self._max_chain_depth:
             raise ChainDepthExceeded(
@@ -250,107 +269,20 @@ class EventBus:
             logger.warning("Event dispatch is disabled (EVENTBUS_DISABLED): emits are no-ops.")
 
     # ================================================================ background
-    def _check_capacity(self, envelope: EventEnvelope) -> None:
-        if len(self._inflight) >= self._max_pending:
-            raise EventBusOverloaded(
-                f"cannot accept event {envelope.name!r}: {len(self._inflight)} background "
-                f"events are in flight (max_pending={self._max_pending}); slow down or raise "
-                "the max_pending option"
-            )
-
-    def _submit(self, envelope: EventEnvelope, plan: Plan, context: contextvars.Context) -> None:
-        self._check_capacity(envelope)
-        loop = self._loop
-        if loop is None:
-            loop = self._bind_loop()
-        self._inflight.add(envelope)
-        if threading.get_ident() == self._loop_thread:
-            self._queue.append((envelope, plan, context))
-            if not self._drain_scheduled:
-                self._drain_scheduled = True
-                loop.call_soon(self._drain)
-            return
-        try:
-            loop.call_soon_threadsafe(self._accept, (envelope, plan, context))
-        except RuntimeError as exc:  # the loop is closed: nothing will ever run it
-            self._inflight.discard(envelope)
-            raise EventBusClosed(
-                f"cannot emit {envelope.name!r}: the app's loop is closed"
-            ) from exc
-
-    def _submit_after_response(self, items: list[_QueueItem]) -> None:
+    def _submit_after_response(self, items: list[QueueItem]) -> None:
         """Called by the middleware once the response was sent; nothing is lost silently."""
         for envelope, plan, context in items:
             try:
-                self._submit(envelope, plan, context)
+                self._background.submit(envelope, plan, context)
             except (EventBusClosed, EventBusOverloaded) as exc:
-                self._lost += 1
-                logger.error(
-                    f"After-response event {envelope.name!r} (id={envelope.id}) was lost: {exc}"
-                )
+                self._background.count_lost(envelope, f"not dispatched after the response: {exc}")
 
-    def _accept(self, item: _QueueItem) -> None:
-        self._queue.append(item)
-        if not self._drain_scheduled:
-            self._drain_scheduled = True
-            self._drain()
-
-    def _drain(self) -> None:
-        self._drain_scheduled = False
-        queue, loop, run = self._queue, self._loop, self._run_background
-        for _ in range(min(len(queue), _DRAIN_BATCH)):
-            envelope, plan, context = queue.popleft()
-            # An eager task runs the handlers at once; only a handler that suspends costs a
-            # trip through the scheduler.
-            task: asyncio.Task[EmitResult] = asyncio.Task(
-                run(envelope, plan), loop=loop, context=context, eager_start=True
-            )
-            if task.done():
-                self._finished(task, envelope)
-            else:
-                self._tasks[task] = envelope
-                task.add_done_callback(self._task_done)
-        if queue and not self._drain_scheduled:
-            self._drain_scheduled = True
-            assert loop is not None
-            loop.call_soon(self._drain)
-
-    def _task_done(self, task: asyncio.Task[EmitResult]) -> None:
-        envelope = self._tasks.pop(task, None)
-        if envelope is not None:
-            self._finished(task, envelope)
-
-    def _finished(self, task: asyncio.Task[EmitResult], envelope: EventEnvelope) -> None:
-        self._inflight.discard(envelope)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            # The dispatcher isolates handler failures; this is a bug or a BaseException.
-            logger.error(f"Background dispatch of {envelope!r} crashed: {exc!r}")
-        if self._idle is not None and not self._inflight and not self._idle.done():
-            self._idle.set_result(None)
-
-    def _bind_loop(self) -> asyncio.AbstractEventLoop:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            raise EventBusError(
-                "the event bus has no event loop yet: start the app (its lifespan) before "
-                "emitting in the background from a thread"
-            ) from None
-        self._loop, self._loop_thread = loop, threading.get_ident()
-        return loop
-
-    async def _publish_in_background(self, envelope: EventEnvelope, plan: Plan) -> EmitResult:
+    async def _publish_in_background(self, envelope: EventEnvelope, plan: Plan) -> None:
         assert self._backend is not None
         try:
             await self._backend.publish(envelope)
         except Exception as exc:
-            self._lost += 1
-            logger.error(
-                f"Background event {envelope.name!r} (id={envelope.id}) was not published "
-                f"and is lost: {type(exc).__name__}: {exc}"
-            )
-            raise
-        return EmitResult(envelope, 0, published=True)
+            self._background.count_lost(envelope, f"not published: {type(exc).__name__}: {exc}")
 
     async def dispatch_received(self, envelope: EventEnvelope, *, broadcast: bool) -> EmitResult:
         """Run this process's handlers for an event a remote backend delivered.
@@ -365,7 +297,7 @@ class EventBus:
             return EmitResult(envelope, 0)
         if self._taps:
             self._tap(envelope)
-        return await self._dispatcher.run(envelope, plan)
+        return EmitResult(envelope, plan.count, await self._dispatcher.run(envelope, plan))
 
     @property
     def backend(self) -> RemoteBackend | None:
@@ -374,35 +306,25 @@ class EventBus:
     @property
     def pending(self) -> int:
         """Background events accepted and not yet finished."""
-        return len(self._inflight)
+        return self._background.pending
 
     @property
     def lost_events(self) -> int:
-        """Background events cancelled or refused at shutdown (each one was logged)."""
-        return self._lost
+        """Background events cancelled, refused or unpublished at shutdown (each logged)."""
+        return self._background.lost
 
     async def drain(self, timeout: float | None = None) -> int:
         """Wait until every background event has finished, or ``timeout`` seconds passed.
 
         Returns how many are still in flight (0 when drained). Cancels nothing.
         """
-        if self._inflight:
-            loop = asyncio.get_running_loop()
-            self._idle = loop.create_future()
-            try:
-                async with asyncio.timeout(timeout):
-                    await asyncio.shield(self._idle)
-            except TimeoutError:
-                pass
-            finally:
-                self._idle = None
-        return len(self._inflight)
+        return await self._background.wait_idle(timeout)
 
     # ================================================================ lifecycle
     async def start(self) -> None:
         """Bind the bus to the running loop and start the backend (the plugin does this at
         app startup)."""
-        self._bind_loop()
+        self._background.bind(asyncio.get_running_loop())
         if self._backend is not None:
             await self._backend.start()
 
@@ -414,33 +336,27 @@ class EventBus:
         """
         if self._state == _OPEN:
             self._state = _DRAINING
+        self._background.accepting = False
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         remaining = await self.drain(timeout)
+        lost = self._background.cancel_all() if remaining else []
         if self._backend is not None:
             await self._backend.stop()
-        if not remaining:
-            return 0
-        lost = list(self._inflight)
-        self._inflight.clear()
-        self._queue.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        self._tasks.clear()
-        self._lost += len(lost)
-        logger.error(
-            f"Shutdown: {len(lost)} background event(s) did not finish within {timeout}s "
-            "and were cancelled: "
-            + ", ".join(f"{e.name!r} (id={e.id})" for e in sorted(lost, key=_emitted_at))
-        )
+        if lost:
+            logger.error(
+                f"Shutdown: {len(lost)} background event(s) did not finish within {timeout}s "
+                "and were cancelled: "
+                + ", ".join(f"{e.name!r} (id={e.id})" for e in sorted(lost, key=_emitted_at))
+            )
         return len(lost)
 
     def close(self) -> None:
         """Clear every subscription and stop; later emits raise EventBusClosed."""
         self._state = _CLOSED
         self._accepting = False
+        self._background.accepting = False
         self._registry.clear()
         self._dispatcher.shutdown()
-        self._queue.clear()
 
     async def aclose(self, timeout: float | None = None) -> int:
         """:meth:`shutdown` then :meth:`close`; returns the number of events lost."""
@@ -504,7 +420,7 @@ class EventBus:
             "state": self._state,
             "healthy": self._state != _CLOSED,
             "pending": self.pending,
-            "lost_events": self._lost,
+            "lost_events": self.lost_events,
             "abandoned_threads": self.abandoned_threads,
             "dead_letters": len(self._dead_letters),
             "dropped_dead_letters": self._dead_letters.dropped,

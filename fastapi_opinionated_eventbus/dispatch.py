@@ -14,7 +14,7 @@ import inspect
 import os
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -23,7 +23,8 @@ from fastapi_opinionated.shared.logger import ns_logger
 from .dead_letters import DeadLetter, DeadLetterStore
 from .events import EventEnvelope, _current
 from .registry import Plan, Subscription
-from .results import EmitResult, HandlerFailure
+from .results import HandlerFailure
+from .stepping import Resumed
 
 __all__ = ["Dispatcher", "HandlerTimeout"]
 
@@ -67,7 +68,18 @@ class Dispatcher:
         self._abandoned_lock = threading.Lock()
 
     # ------------------------------------------------------------------ running a plan
-    async def run(self, event: EventEnvelope, plan: Plan) -> EmitResult:
+    async def run(self, event: EventEnvelope, plan: Plan) -> tuple[HandlerFailure, ...]:
+        """Run the plan's groups in priority order; return the failures (usually none)."""
+        single = plan.single
+        if single is not None:
+            token = _current.set(event)
+            try:
+                await single.handler(*event._args, **event._kwargs)
+                return ()
+            except Exception as exc:
+                return (self.give_up(single, event, exc, 1),)
+            finally:
+                _current.reset(token)
         failures: list[HandlerFailure] | None = None
         for group in plan.groups:
             if len(group) == 1:
@@ -79,7 +91,7 @@ class Dispatcher:
                         await sub.handler(*event._args, **event._kwargs)
                         continue
                     except Exception as exc:
-                        failure = self._give_up(sub, event, exc, 1)
+                        failure = self.give_up(sub, event, exc, 1)
                     finally:
                         _current.reset(token)
                 else:
@@ -91,36 +103,65 @@ class Dispatcher:
                 group_failures = await self._run_concurrently(group, event)
                 if group_failures:
                     (failures := failures or []).extend(group_failures)
-        return EmitResult(event, plan.count, tuple(failures) if failures else ())
+        return tuple(failures) if failures else ()
 
     async def _run_concurrently(
         self, group: tuple[Subscription, ...], event: EventEnvelope
     ) -> list[HandlerFailure]:
-        loop = asyncio.get_running_loop()
+        """Start every handler of a group; return when all have finished.
+
+        Each handler's first step runs here, in a copy of the context. The first one to
+        suspend keeps this task (see stepping.Resumed); handlers started after it get eager
+        tasks. So trivial handlers cost no Task, and none waits behind a slow one.
+        """
         failures: list[HandlerFailure] = []
-        started: list[tuple[Subscription, asyncio.Task[Any]]] = []
+        held: tuple[Subscription, Coroutine[Any, Any, Any], contextvars.Context, Any] | None
+        held = None
+        tasks: list[tuple[Subscription, asyncio.Task[Any]]] = []
         args, kwargs = event._args, event._kwargs
-        # Tasks copy the current context: set the event once for the whole group.
-        token = _current.set(event)
+        token = _current.set(event)  # copied into each handler's context
         try:
             for sub in group:
                 try:
                     coro = sub.handler(*args, **kwargs) if sub.plain else self._invoke(sub, event)
                 except Exception as exc:  # e.g. arguments that do not fit the signature
-                    failures.append(self._give_up(sub, event, exc, 1))
+                    failures.append(self.give_up(sub, event, exc, 1))
                     continue
-                started.append((sub, asyncio.Task(coro, loop=loop, eager_start=True)))
+                if held is not None:
+                    loop = asyncio.get_running_loop()
+                    tasks.append((sub, asyncio.Task(coro, loop=loop, eager_start=True)))
+                    continue
+                context = contextvars.copy_context()
+                try:
+                    waiting_on = context.run(coro.send, None)
+                except StopIteration as stop:
+                    if not sub.plain and stop.value is not None:
+                        failures.append(stop.value)
+                    continue
+                except Exception as exc:
+                    failures.append(self.give_up(sub, event, exc, 1))
+                    continue
+                held = (sub, coro, context, waiting_on)
         finally:
             _current.reset(token)
-        pending = [task for _, task in started if not task.done()]
-        if pending:
-            try:
+        try:
+            if held is not None:
+                sub, coro, context, waiting_on = held
+                try:
+                    outcome = await Resumed(coro, context, waiting_on)
+                except Exception as exc:
+                    failures.append(self.give_up(sub, event, exc, 1))
+                else:
+                    if not sub.plain and outcome is not None:
+                        failures.append(outcome)
+            pending = [task for _, task in tasks if not task.done()]
+            if pending:
                 await asyncio.wait(pending)
-            except asyncio.CancelledError:
-                for task in pending:
-                    task.cancel()
-                raise
-        for sub, task in started:
+        except asyncio.CancelledError:
+            for _, task in tasks:
+                task.cancel()
+            raise
+        for sub, task in tasks:
             failure = self._outcome(sub, event, task)
             if failure is not None:
                 failures.append(failure)
@@ -130,10 +171,10 @@ class Dispatcher:
         self, sub: Subscription, event: EventEnvelope, task: asyncio.Task[Any]
     ) -> HandlerFailure | None:
         if task.cancelled():
-            return self._give_up(sub, event, RuntimeError("the handler was cancelled"), 1)
+            return self.give_up(sub, event, RuntimeError("the handler was cancelled"), 1)
         exc = task.exception()
         if isinstance(exc, Exception):
-            return self._give_up(sub, event, exc, 1)
+            return self.give_up(sub, event, exc, 1)
         if exc is not None:  # KeyboardInterrupt, SystemExit: not ours to swallow
             raise exc
         result = task.result()
@@ -153,7 +194,7 @@ class Dispatcher:
                     await self._call(sub, event)
                 except Exception as exc:
                     if attempt >= attempts:
-                        return self._give_up(sub, event, exc, attempt)
+                        return self.give_up(sub, event, exc, attempt)
                     assert policy is not None
                     delay = policy.delay_before(attempt + 1)
                     logger.warning(
@@ -223,7 +264,7 @@ class Dispatcher:
         call.add_done_callback(returned)
 
     # ------------------------------------------------------------------ failure
-    def _give_up(
+    def give_up(
         self, sub: Subscription, event: EventEnvelope, exc: Exception, attempts: int
     ) -> HandlerFailure:
         hint = _explain_type_error(sub, event, exc) if isinstance(exc, TypeError) else ""

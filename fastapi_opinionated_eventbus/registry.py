@@ -47,16 +47,15 @@ class Subscription:
     is_async: bool = field(init=False)
     is_pattern: bool = field(init=False)
     name: str = field(init=False)
+    plain: bool = field(init=False)
+    """An async handler with no timeout and no retry: runs on the cheapest path."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "is_async", _is_async_callable(self.handler))
+        is_async = _is_async_callable(self.handler)
+        object.__setattr__(self, "is_async", is_async)
         object.__setattr__(self, "is_pattern", is_pattern(self.event))
         object.__setattr__(self, "name", describe(self.handler))
-
-    @property
-    def plain(self) -> bool:
-        """An async handler with no timeout and no retry: runs on the cheapest path."""
-        return self.is_async and self.timeout is None and self.retry is None
+        object.__setattr__(self, "plain", is_async and self.timeout is None and self.retry is None)
 
 
 class Plan:
@@ -65,12 +64,14 @@ class Plan:
     Handlers in one group run concurrently; a group starts when the previous one finished.
     """
 
-    __slots__ = ("count", "groups", "schema")
+    __slots__ = ("count", "groups", "schema", "single")
 
     def __init__(self, groups: tuple[tuple[Subscription, ...], ...], schema: Any = None) -> None:
         self.groups = groups
         self.count = sum(len(group) for group in groups)
         self.schema = schema
+        # The one plain async handler when that is all there is: emit's fastest path.
+        self.single = groups[0][0] if self.count == 1 and groups[0][0].plain else None
 
     def only(self, *, broadcast: bool) -> Plan:
         """The same plan restricted to broadcast (or non-broadcast) subscriptions."""

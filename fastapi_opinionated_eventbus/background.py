@@ -1,0 +1,184 @@
+"""Background dispatch: a queue of events drained without a Task per event.
+
+One *drainer* task runs queued events one after another, stepping each event's coroutine
+in the context captured at emit time. Most events finish without suspending, so they cost
+no Task and no trip through the scheduler. When an event suspends (a slow handler, a
+retry wait), its drainer stays with it (``asyncio.current_task()`` remains right for
+``asyncio.timeout`` and anyio cancel scopes) and hands the queue to a new drainer, so no
+event ever waits behind another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi_opinionated.shared.logger import ns_logger
+
+from .errors import EventBusClosed, EventBusError, EventBusOverloaded
+from .events import EventEnvelope
+from .registry import Plan
+from .stepping import Resumed
+
+__all__ = ["BackgroundQueue"]
+
+logger = ns_logger("EventBus")
+
+QueueItem = tuple[EventEnvelope, Plan, contextvars.Context]
+Runner = Callable[[EventEnvelope, Plan], Coroutine[Any, Any, object]]
+
+# Events a drainer runs before letting the loop serve others: a burst of emits never
+# starves requests.
+_FAIR_SHARE = 256
+
+
+class BackgroundQueue:
+    """Accepts events from any thread; runs them on the bus's loop; drains on shutdown."""
+
+    def __init__(self, run: Runner, max_pending: int) -> None:
+        self._run = run
+        self._max_pending = max_pending
+        self._queue: deque[QueueItem] = deque()
+        self._pending = 0
+        self._drainer: asyncio.Task[None] | None = None
+        self._holding: dict[asyncio.Task[Any], EventEnvelope] = {}
+        self._idle: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self.accepting = True
+        self.lost = 0
+
+    # ------------------------------------------------------------------ accepting
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop, self._loop_thread = loop, threading.get_ident()
+
+    def submit(self, envelope: EventEnvelope, plan: Plan, context: contextvars.Context) -> None:
+        if not self.accepting:
+            raise EventBusClosed(
+                f"cannot emit {envelope.name!r} in the background: the event bus is shutting down"
+            )
+        if self._pending >= self._max_pending:
+            raise EventBusOverloaded(
+                f"cannot accept event {envelope.name!r}: {self._pending} background events "
+                f"are in flight (max_pending={self._max_pending}); slow down or raise the "
+                "max_pending option"
+            )
+        if threading.get_ident() == self._loop_thread:
+            self._pending += 1
+            self._queue.append((envelope, plan, context))
+            if self._drainer is None:
+                self._start_drainer()
+            return
+        loop = self._loop
+        if loop is None:
+            loop = self._bind_running_loop()
+            return self.submit(envelope, plan, context)
+        try:
+            loop.call_soon_threadsafe(self._accept, (envelope, plan, context))
+        except RuntimeError as exc:  # the loop is closed: nothing would ever run it
+            raise EventBusClosed(
+                f"cannot emit {envelope.name!r}: the app's loop is closed"
+            ) from exc
+
+    def _bind_running_loop(self) -> asyncio.AbstractEventLoop:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise EventBusError(
+                "the event bus has no event loop yet: start the app (its lifespan) before "
+                "emitting in the background from a thread"
+            ) from None
+        self.bind(loop)
+        return loop
+
+    def _accept(self, item: QueueItem) -> None:
+        # Runs on the loop: the count is only ever changed there.
+        self._pending += 1
+        self._queue.append(item)
+        if self._drainer is None:
+            self._start_drainer()
+
+    # ------------------------------------------------------------------ draining
+    def _start_drainer(self) -> None:
+        assert self._loop is not None
+        self._drainer = self._loop.create_task(self._drain(), name="eventbus-drainer")
+
+    async def _drain(self) -> None:
+        queue, run = self._queue, self._run
+        ran = 0
+        while queue:
+            envelope, plan, context = queue.popleft()
+            coro = run(envelope, plan)
+            try:
+                # First step inline: most events finish here, costing no Task at all.
+                waiting_on = context.run(coro.send, None)
+            except StopIteration:
+                self._finished()
+                ran += 1
+                if ran % _FAIR_SHARE == 0:
+                    await asyncio.sleep(0)
+                continue
+            except Exception as exc:  # the dispatcher isolates handlers: this is a bug
+                logger.error(f"Background dispatch of {envelope!r} crashed: {exc!r}")
+                self._finished()
+                continue
+            # The event suspended: this task stays with it, a new drainer takes the queue.
+            task = asyncio.current_task()
+            assert task is not None
+            self._holding[task] = envelope
+            self._drainer = None
+            if queue:
+                self._start_drainer()
+            try:
+                await Resumed(coro, context, waiting_on)
+            except Exception as exc:
+                logger.error(f"Background dispatch of {envelope!r} crashed: {exc!r}")
+            del self._holding[task]
+            self._finished()
+            return
+        self._drainer = None
+
+    def _finished(self) -> None:
+        self._pending -= 1
+        if not self._pending and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    async def wait_idle(self, timeout: float | None) -> int:
+        """Wait until nothing is in flight or ``timeout`` passed; return what is left."""
+        if self._pending:
+            self._idle = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(self._idle)
+            except TimeoutError:
+                pass
+            finally:
+                self._idle = None
+        return self._pending
+
+    def cancel_all(self) -> list[EventEnvelope]:
+        """Cancel everything still queued or running; return those events."""
+        lost = [envelope for envelope, _, _ in self._queue]
+        lost.extend(self._holding.values())
+        self._queue.clear()
+        for task in list(self._holding):
+            task.cancel()
+        self._holding.clear()
+        if self._drainer is not None:
+            self._drainer.cancel()
+            self._drainer = None
+        self._pending = 0
+        self.lost += len(lost)
+        return lost
+
+    def count_lost(self, envelope: EventEnvelope, reason: str) -> None:
+        self.lost += 1
+        logger.error(f"Event {envelope.name!r} (id={envelope.id}) was lost: {reason}")

@@ -1,0 +1,43 @@
+"""Finishing a coroutine whose first step already ran, without a Task of its own.
+
+The bus runs a handler's first step itself (most handlers finish there). One that
+suspends continues in the *awaiting* task through :class:`Resumed`, stepped inside the
+handler's own context, so ``asyncio.current_task()`` is the task that started it, as it
+would be with a plain ``await``, and ``asyncio.timeout`` or anyio cancel scopes entered
+during the first step keep working.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Coroutine, Generator
+from typing import Any
+
+__all__ = ["Resumed"]
+
+
+class Resumed:
+    """``await Resumed(coro, context, waiting_on)`` returns ``coro``'s result (or raises)."""
+
+    __slots__ = ("_context", "_coro", "_waiting_on")
+
+    def __init__(
+        self, coro: Coroutine[Any, Any, Any], context: contextvars.Context, waiting_on: Any
+    ) -> None:
+        self._coro, self._context, self._waiting_on = coro, context, waiting_on
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        run, coro, waiting_on = self._context.run, self._coro, self._waiting_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except BaseException as exc:  # cancellation: forwarded to the coroutine
+                try:
+                    waiting_on = run(coro.throw, exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    waiting_on = run(coro.send, sent)
+                except StopIteration as stop:
+                    return stop.value
