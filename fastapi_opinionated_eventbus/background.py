@@ -39,8 +39,11 @@ _FAIR_SHARE = 256
 class BackgroundQueue:
     """Accepts events from any thread; runs them on the bus's loop; drains on shutdown."""
 
-    def __init__(self, run: Runner, max_pending: int) -> None:
+    def __init__(
+        self, run: Runner, max_pending: int, on_lost: Callable[[EventEnvelope], None]
+    ) -> None:
         self._run = run
+        self._on_lost = on_lost
         self._max_pending = max_pending
         self._queue: deque[QueueItem] = deque()
         self._pending = 0
@@ -177,8 +180,11 @@ class BackgroundQueue:
             self._drainer = None
         self._pending = 0
         self.lost += len(lost)
+        for envelope in lost:
+            self._on_lost(envelope)
         return lost
 
     def count_lost(self, envelope: EventEnvelope, reason: str) -> None:
         self.lost += 1
+        self._on_lost(envelope)
         logger.error(f"Event {envelope.name!r} (id={envelope.id}) was lost: {reason}")

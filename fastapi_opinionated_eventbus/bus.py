@@ -14,13 +14,16 @@ from pydantic import BaseModel
 from .backends import RemoteBackend
 from .background import BackgroundQueue, QueueItem
 from .config import BusSettings, load_settings
+from .correlation import request_correlation_id
 from .dead_letters import DeadLetter, DeadLetterStore
 from .dispatch import Dispatcher
 from .errors import ChainDepthExceeded, EventBusClosed, EventBusOverloaded
 from .events import EventEnvelope, _current
+from .metrics import CountingCollector, FanOutCollector, MetricsCollector, build_collector
 from .registry import Plan, Registry, Subscription, build_subscription, check_event_name
 from .results import EmitResult, HandlerFailure
 from .retry import RetryPolicy
+from .tracing import EventTracer
 from .typed import event_name_of, validate_payload
 
 __all__ = ["EventBus"]
@@ -43,10 +46,13 @@ class EventBus:
     by ``max_pending`` and drained on shutdown. Handlers' failures are isolated and logged.
     """
 
-    def __init__(self, settings: BusSettings | None = None, **options: Any) -> None:
+    def __init__(
+        self, settings: BusSettings | None = None, *, app_name: str | None = None, **options: Any
+    ) -> None:
         if settings is not None and options:
             raise TypeError("pass either settings or options, not both")
         self.settings = settings if settings is not None else load_settings(**options)
+        self.app_name = app_name
         s = self.settings
         self._registry = Registry(cache_size=s.pattern_cache_size)
         self._dead_letters = DeadLetterStore(s.dead_letter_capacity)
@@ -68,7 +74,24 @@ class EventBus:
 
             self._backend = RedisStreamsBackend(self, s)
             run_background = self._publish_in_background
-        self._background = BackgroundQueue(run_background, s.max_pending)
+        self._background = BackgroundQueue(run_background, s.max_pending, self._on_lost)
+        # Observation: metrics, tracing, taps. Off by default; when all are off, emit reads
+        # one flag (_observed) and nothing else.
+        self.counters = CountingCollector() if s.introspection_path else None
+        collectors = [c for c in (build_collector(s.metrics), self.counters) if c is not None]
+        self._metrics: MetricsCollector | None = None
+        if len(collectors) == 1:
+            self._metrics = collectors[0]
+        elif collectors:
+            self._metrics = FanOutCollector(collectors)
+        self._tracer = EventTracer() if s.tracing else None
+        self._dispatcher.observe(self._metrics, self._tracer)
+        if self._metrics is not None:
+            self._metrics.watch(
+                lambda: self.pending, lambda: getattr(self._backend, "pending_entries", 0)
+            )
+        self._observed = False
+        self._update_observed()
         # The registry's plan cache, read directly on the hot path (the registry clears
         # it in place, never replaces it).
         self._plans = self._registry._plans
@@ -149,14 +172,14 @@ class EventBus:
             args, kwargs = validate_payload(plan.schema, event, args, kwargs), {}
         parent = _current.get()
         if parent is None:
-            envelope = EventEnvelope(event, args, kwargs)
+            envelope = EventEnvelope(event, args, kwargs, request_correlation_id.get())
         else:
             envelope = self._child_envelope(parent, event, args, kwargs)
-        if self._taps:
-            self._tap(envelope)
-        if self._backend is not None:
-            await self._backend.publish(envelope)
-            return EmitResult(envelope, 0, published=True)
+        if self._observed:
+            result = await self._emit_observed(envelope, plan)
+            if result.failures and (self._strict if strict is None else strict):
+                raise _failures_group(event, result.failures)
+            return result
         single = plan.single
         if single is not None:
             # The common case inlined: one plain async handler, awaited in this task.
@@ -175,11 +198,32 @@ class EventBus:
         else:
             return EmitResult(envelope, 0)
         if failures and (self._strict if strict is None else strict):
-            raise ExceptionGroup(
-                f"{len(failures)} handler(s) failed on event {event!r}",
-                [failure.exception for failure in failures],
-            )
+            raise _failures_group(event, failures)
         return EmitResult(envelope, plan.count, failures)
+
+    async def _emit_observed(self, envelope: EventEnvelope, plan: Plan) -> EmitResult:
+        """emit() with taps, metrics, tracing or a remote backend: the slower, general path."""
+        self._observe_emitted(envelope)
+        if self._tracer is None:
+            return await self._deliver(envelope, plan)
+        with self._tracer.emit_span(envelope, remote=self._backend is not None):
+            if self._backend is not None:
+                envelope._trace = self._tracer.carrier()
+            return await self._deliver(envelope, plan)
+
+    async def _deliver(self, envelope: EventEnvelope, plan: Plan) -> EmitResult:
+        if self._backend is not None:
+            await self._backend.publish(envelope)
+            return EmitResult(envelope, 0, published=True)
+        if not plan.count:
+            return EmitResult(envelope, 0)
+        return EmitResult(envelope, plan.count, await self._dispatcher.run(envelope, plan))
+
+    def _observe_emitted(self, envelope: EventEnvelope) -> None:
+        if self._taps:
+            self._tap(envelope)
+        if self._metrics is not None:
+            self._metrics.emitted(envelope.name)
 
     def emit_nowait(self, event: str | BaseModel, /, *args: Any, **kwargs: Any) -> EventEnvelope:
         """Queue ``event`` for background dispatch and return its envelope at once.
@@ -200,14 +244,25 @@ class EventBus:
             args, kwargs = validate_payload(plan.schema, event, args, kwargs), {}
         parent = _current.get()
         if parent is None:
-            envelope = EventEnvelope(event, args, kwargs)
+            envelope = EventEnvelope(event, args, kwargs, request_correlation_id.get())
         else:
             envelope = self._child_envelope(parent, event, args, kwargs)
-        if self._taps:
-            self._tap(envelope)
+        if self._observed:
+            self._observe_emitted(envelope)
+            if self._tracer is not None:
+                # Inside the emit span, so the handlers' spans (and a remote consumer's)
+                # become its children.
+                with self._tracer.emit_span(envelope, remote=self._backend is not None):
+                    if self._backend is not None:
+                        envelope._trace = self._tracer.carrier()
+                    self._submit_if_needed(envelope, plan)
+                return envelope
+        self._submit_if_needed(envelope, plan)
+        return envelope
+
+    def _submit_if_needed(self, envelope: EventEnvelope, plan: Plan) -> None:
         if plan.count or self._backend is not None:
             self._background.submit(envelope, plan, contextvars.copy_context())
-        return envelope
 
     def emit_after_response(
         self, event: str | BaseModel, /, *args: Any, **kwargs: Any
@@ -238,11 +293,13 @@ class EventBus:
             args, kwargs = validate_payload(plan.schema, event, args, kwargs), {}
         parent = _current.get()
         if parent is None:
-            envelope = EventEnvelope(event, args, kwargs)
+            envelope = EventEnvelope(event, args, kwargs, request_correlation_id.get())
         else:
             envelope = self._child_envelope(parent, event, args, kwargs)
-        if self._taps:
-            self._tap(envelope)
+        if self._observed:
+            self._observe_emitted(envelope)
+            if self._tracer is not None and self._backend is not None:
+                envelope._trace = self._tracer.carrier()
         # With a remote backend every event is published, handlers here or not.
         return envelope, (plan if plan.count or self._backend is not None else None)
 
@@ -256,7 +313,7 @@ class EventBus:
                 f"{self._max_chain_depth}; a handler cycle? "
                 f"Chain: {' -> '.join((*chain, event))}"
             )
-        return EventEnvelope(event, args, kwargs, chain=chain, correlation_id=parent.correlation_id)
+        return EventEnvelope(event, args, kwargs, parent.correlation_id, chain=chain)
 
     def _refuse(self, event: str) -> None:
         if self._state == _CLOSED:
@@ -434,10 +491,29 @@ class EventBus:
     def tap(self, callback: Callable[[EventEnvelope], None]) -> Iterator[None]:
         """Call ``callback`` with every envelope emitted while the block runs (tests)."""
         self._taps.append(callback)
+        self._update_observed()
         try:
             yield
         finally:
             self._taps.remove(callback)
+            self._update_observed()
+
+    def _update_observed(self) -> None:
+        self._observed = bool(
+            self._taps
+            or self._backend is not None
+            or self._metrics is not None
+            or self._tracer is not None
+        )
+
+    def _on_lost(self, envelope: EventEnvelope) -> None:
+        if self._metrics is not None:
+            self._metrics.lost(envelope.name)
+
+    @property
+    def metrics(self) -> MetricsCollector | None:
+        """The configured metrics collector (None when metrics are off)."""
+        return self._metrics
 
     def _tap(self, envelope: EventEnvelope) -> None:
         for callback in self._taps:
@@ -452,6 +528,13 @@ class EventBus:
             f"<EventBus {self._state} subscriptions={len(self._registry.subscriptions())} "
             f"pending={self.pending}>"
         )
+
+
+def _failures_group(event: str, failures: tuple[HandlerFailure, ...]) -> ExceptionGroup[Exception]:
+    return ExceptionGroup(
+        f"{len(failures)} handler(s) failed on event {event!r}",
+        [failure.exception for failure in failures],
+    )
 
 
 def _emitted_at(envelope: EventEnvelope) -> float:

@@ -13,10 +13,11 @@ import contextvars
 import inspect
 import os
 import threading
+import time
 import traceback
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi_opinionated.shared.logger import ns_logger
 
@@ -25,6 +26,10 @@ from .events import EventEnvelope, _current
 from .registry import Plan, Subscription
 from .results import HandlerFailure
 from .stepping import Resumed
+
+if TYPE_CHECKING:
+    from .metrics import MetricsCollector
+    from .tracing import EventTracer
 
 __all__ = ["Dispatcher", "HandlerTimeout"]
 
@@ -66,12 +71,20 @@ class Dispatcher:
         self._executor_lock = threading.Lock()
         self._abandoned = 0
         self._abandoned_lock = threading.Lock()
+        self.metrics: MetricsCollector | None = None
+        self.tracer: EventTracer | None = None
+        # With metrics or tracing on, every handler goes through _invoke, which reports.
+        self.raw_ok = True
+
+    def observe(self, metrics: MetricsCollector | None, tracer: EventTracer | None) -> None:
+        self.metrics, self.tracer = metrics, tracer
+        self.raw_ok = metrics is None and tracer is None
 
     # ------------------------------------------------------------------ running a plan
     async def run(self, event: EventEnvelope, plan: Plan) -> tuple[HandlerFailure, ...]:
         """Run the plan's groups in priority order; return the failures (usually none)."""
         single = plan.single
-        if single is not None:
+        if single is not None and self.raw_ok:
             token = _current.set(event)
             try:
                 await single.handler(*event._args, **event._kwargs)
@@ -85,7 +98,7 @@ class Dispatcher:
             if len(group) == 1:
                 sub = group[0]
                 failure: HandlerFailure | None
-                if sub.plain:
+                if sub.plain and self.raw_ok:
                     token = _current.set(event)
                     try:
                         await sub.handler(*event._args, **event._kwargs)
@@ -119,11 +132,13 @@ class Dispatcher:
         held = None
         tasks: list[tuple[Subscription, asyncio.Task[Any]]] = []
         args, kwargs = event._args, event._kwargs
+        raw_ok = self.raw_ok
         token = _current.set(event)  # copied into each handler's context
         try:
             for sub in group:
+                raw = sub.plain and raw_ok
                 try:
-                    coro = sub.handler(*args, **kwargs) if sub.plain else self._invoke(sub, event)
+                    coro = sub.handler(*args, **kwargs) if raw else self._invoke(sub, event)
                 except Exception as exc:  # e.g. arguments that do not fit the signature
                     failures.append(self.give_up(sub, event, exc, 1))
                     continue
@@ -135,7 +150,7 @@ class Dispatcher:
                 try:
                     waiting_on = context.run(coro.send, None)
                 except StopIteration as stop:
-                    if not sub.plain and stop.value is not None:
+                    if not raw and stop.value is not None:
                         failures.append(stop.value)
                     continue
                 except Exception as exc:
@@ -152,7 +167,7 @@ class Dispatcher:
                 except Exception as exc:
                     failures.append(self.give_up(sub, event, exc, 1))
                 else:
-                    if not sub.plain and outcome is not None:
+                    if isinstance(outcome, HandlerFailure) and not (sub.plain and raw_ok):
                         failures.append(outcome)
             pending = [task for _, task in tasks if not task.done()]
             if pending:
@@ -183,34 +198,58 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ one handler
     async def _invoke(self, sub: Subscription, event: EventEnvelope) -> HandlerFailure | None:
-        """Run one handler with its timeout and retry policy; never raises ``Exception``."""
+        """Run one handler with its timeout, retry policy, metrics and tracing; never raises
+        ``Exception``: the final failure is returned (and logged, and dead-lettered)."""
         policy = sub.retry
         attempts = policy.max_attempts if policy is not None else 1
+        metrics, tracer = self.metrics, self.tracer
         token = _current.set(event)
         try:
             attempt = 1
             while True:
+                started = time.perf_counter()
                 try:
-                    await self._call(sub, event)
+                    if tracer is None:
+                        await self._call(sub, event)
+                    else:
+                        await self._call_traced(tracer, sub, event)
                 except Exception as exc:
+                    if metrics is not None:
+                        metrics.failed(sub.event, sub.name, time.perf_counter() - started)
                     if attempt >= attempts:
                         return self.give_up(sub, event, exc, attempt)
                     assert policy is not None
                     delay = policy.delay_before(attempt + 1)
                     logger.warning(
-                        f"Handler {sub.name} failed on event {event.name!r} (id={event.id}, "
+                        f"Handler {sub.name} failed on event {event.name!r} "
+                        f"(id={event.id}, correlation={event.correlation_id}, "
                         f"attempt {attempt}/{attempts}): {type(exc).__name__}: {exc}; "
                         f"retrying in {delay:.3f}s"
                     )
+                    if metrics is not None:
+                        metrics.retried(sub.event, sub.name)
                     # The wait suspends only this handler: other handlers and events go on.
                     await asyncio.sleep(delay)
                     attempt += 1
                     event = event.with_attempt(attempt)
                     _current.set(event)
                 else:
+                    if metrics is not None:
+                        metrics.handled(sub.event, sub.name, time.perf_counter() - started)
                     return None
         finally:
             _current.reset(token)
+
+    async def _call_traced(
+        self, tracer: EventTracer, sub: Subscription, event: EventEnvelope
+    ) -> None:
+        with tracer.handler_span(sub, event) as span:
+            try:
+                await self._call(sub, event)
+            except Exception as exc:
+                tracer.outcome(span, exc)
+                raise
+            tracer.outcome(span, None)
 
     async def _call(self, sub: Subscription, event: EventEnvelope) -> None:
         if sub.is_async:
@@ -272,9 +311,12 @@ class Dispatcher:
         tb = "".join(traceback.format_exception(exc)).rstrip()
         logger.error(
             f"Handler {sub.name} failed on event {event.name!r} (id={event.id}, "
-            f"attempts={attempts}): {type(exc).__name__}: {exc}.{hint}\n{tb}"
+            f"correlation={event.correlation_id}, attempts={attempts}): "
+            f"{type(exc).__name__}: {exc}.{hint}\n{tb}"
         )
         self.dead_letters.add(DeadLetter.from_exception(event, sub.name, exc, attempts))
+        if self.metrics is not None:
+            self.metrics.dead_lettered(sub.event, sub.name)
         return HandlerFailure(sub.name, exc, attempts)
 
     # ------------------------------------------------------------------ replay

@@ -52,6 +52,7 @@ class EventEnvelope:
         "_kwargs",
         "_name",
         "_seq",
+        "_trace",
     )
 
     def __init__(
@@ -59,12 +60,13 @@ class EventEnvelope:
         name: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        correlation_id: str | None = None,
         *,
         chain: tuple[str, ...] = (),
-        correlation_id: str | None = None,
         attempt: int = 1,
         event_id: str | None = None,
         emitted_at: float | None = None,
+        trace: dict[str, str] | None = None,
     ) -> None:
         self._name = name
         self._args = args
@@ -75,6 +77,7 @@ class EventEnvelope:
         self._id = event_id
         self._seq = 0 if event_id is not None else next(_sequence)
         self._emitted_at = time.time() if emitted_at is None else emitted_at
+        self._trace = trace
 
     @property
     def name(self) -> str:
@@ -106,8 +109,15 @@ class EventEnvelope:
         return self._emitted_at
 
     @property
-    def correlation_id(self) -> str | None:
-        return self._correlation_id
+    def correlation_id(self) -> str:
+        """The HTTP request's correlation id when emitted while serving one (inherited by
+        chained events); otherwise the id of the root event of the chain."""
+        return self._correlation_id or self.id
+
+    @property
+    def trace_context(self) -> dict[str, str] | None:
+        """W3C trace context carried across processes (with tracing on)."""
+        return self._trace
 
     @property
     def attempt(self) -> int:
@@ -125,11 +135,12 @@ class EventEnvelope:
             self._name,
             self._args,
             self._kwargs,
+            self._correlation_id,
             chain=self._chain,
-            correlation_id=self._correlation_id,
             attempt=attempt,
             event_id=self.id,
             emitted_at=self._emitted_at,
+            trace=self._trace,
         )
 
     def child_chain(self) -> tuple[str, ...]:

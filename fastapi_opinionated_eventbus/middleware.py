@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from fastapi_opinionated.shared.logger import ns_logger
 
 from .bus import _response_queue
+from .correlation import HEADER, INCOMING_HEADERS, accept_header, new_correlation_id
+from .correlation import request_correlation_id as _request_correlation_id
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
@@ -25,10 +27,15 @@ logger = ns_logger("EventBus")
 
 
 class EventBusMiddleware:
-    """Collects ``emit_after_response`` events of one HTTP request and dispatches them in
-    the background once the response has been sent, unless the request failed (an
-    unhandled exception or a 5xx status): a failed request did not happen, so its events
-    are discarded with a warning naming them.
+    """Per HTTP request: a correlation id and the after-response event queue.
+
+    The correlation id comes from a valid incoming ``X-Correlation-ID`` or
+    ``X-Request-ID`` header, or is generated; every event emitted while serving the
+    request carries it, and the response echoes it in ``X-Correlation-ID``.
+
+    ``emit_after_response`` events are dispatched in the background once the response
+    has been sent, unless the request failed (an unhandled exception or a 5xx status): a
+    failed request did not happen, so its events are discarded with a warning naming them.
 
     The plugin installs it; apps built without the plugin can add it themselves with
     ``app.add_middleware(EventBusMiddleware, bus=bus)``.
@@ -44,14 +51,21 @@ class EventBusMiddleware:
             return
         queued: list[Any] = []
         status = 0
+        correlation_id = _incoming_correlation_id(scope) or new_correlation_id()
+        echoed = (HEADER, correlation_id.encode("ascii"))
 
         async def send_watching_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == HEADER for name, _ in headers):
+                    headers.append(echoed)
+                message["headers"] = headers
             await send(message)
 
-        token = _response_queue.set(queued)
+        queue_token = _response_queue.set(queued)
+        correlation_token = _request_correlation_id.set(correlation_id)
         try:
             await self.app(scope, receive, send_watching_status)
         except BaseException:
@@ -59,7 +73,8 @@ class EventBusMiddleware:
                 self._discard(queued, scope, "the request raised an unhandled exception")
             raise
         finally:
-            _response_queue.reset(token)
+            _request_correlation_id.reset(correlation_token)
+            _response_queue.reset(queue_token)
         if not queued:
             return
         if status >= 500 or status == 0:
@@ -70,8 +85,20 @@ class EventBusMiddleware:
 
     @staticmethod
     def _discard(queued: list[Any], scope: Scope, reason: str) -> None:
-        names = ", ".join(f"{envelope.name!r} (id={envelope.id})" for envelope, _, _ in queued)
+        names = ", ".join(
+            f"{envelope.name!r} (id={envelope.id}, correlation={envelope.correlation_id})"
+            for envelope, _, _ in queued
+        )
         logger.warning(
             f"Discarded {len(queued)} after-response event(s) of {scope.get('method')} "
             f"{scope.get('path')} because {reason}: {names}"
         )
+
+
+def _incoming_correlation_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name in INCOMING_HEADERS:
+            accepted = accept_header(value)
+            if accepted is not None:
+                return accepted
+    return None

@@ -13,6 +13,7 @@ from fastapi_opinionated.shared.base_plugin import BasePlugin
 
 from . import declarations
 from .bus import EventBus
+from .introspection import mount_endpoints
 from .middleware import EventBusMiddleware
 
 __all__ = ["EventBusPlugin"]
@@ -43,8 +44,9 @@ class EventBusPlugin(BasePlugin):
     @staticmethod
     @AppCmd("eventbus.enable")
     def _internal(app: Any, fastapi_app: FastAPI, **options: Any) -> EventBus:
-        bus = EventBus(**options)
+        bus = EventBus(app_name=fastapi_app.title, **options)
         fastapi_app.add_middleware(EventBusMiddleware, bus=bus)
+        mount_endpoints(fastapi_app, bus)
         return bus
 
     def on_controllers_loaded(self, app: Any, fastapi_app: FastAPI) -> None:

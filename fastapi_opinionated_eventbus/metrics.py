@@ -1,0 +1,233 @@
+"""Metrics: a small collector protocol, in-memory counters, and Prometheus.
+
+The bus calls a collector only when one is configured: with none, emit pays nothing.
+Handler-level series are labelled by the *subscription* (its name or pattern) and the
+handler, so a pattern handler seeing unbounded event names keeps bounded cardinality.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["CountingCollector", "FanOutCollector", "MetricsCollector", "PrometheusCollector"]
+
+
+@runtime_checkable
+class MetricsCollector(Protocol):
+    """What the bus reports. Implement it to feed StatsD, Datadog, ...
+
+    ``event`` is the emitted name; ``subscription`` the subscribed name or pattern.
+    """
+
+    def emitted(self, event: str) -> None: ...
+
+    def handled(self, subscription: str, handler: str, seconds: float) -> None: ...
+
+    def failed(self, subscription: str, handler: str, seconds: float) -> None: ...
+
+    def retried(self, subscription: str, handler: str) -> None: ...
+
+    def dead_lettered(self, subscription: str, handler: str) -> None: ...
+
+    def lost(self, event: str) -> None: ...
+
+    def watch(self, in_flight: Callable[[], int], redis_pending: Callable[[], int]) -> None:
+        """Called once: gauges read these when scraped (no cost per event)."""
+
+
+class CountingCollector:
+    """Plain in-memory counters, as the introspection endpoint shows them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # handlers of sync events report from threads
+        self.counts: Counter[str] = Counter()
+        self.failures_by_handler: Counter[str] = Counter()
+
+    def emitted(self, event: str) -> None:
+        with self._lock:
+            self.counts["emitted"] += 1
+
+    def handled(self, subscription: str, handler: str, seconds: float) -> None:
+        with self._lock:
+            self.counts["handled"] += 1
+
+    def failed(self, subscription: str, handler: str, seconds: float) -> None:
+        with self._lock:
+            self.counts["failed"] += 1
+            self.failures_by_handler[handler] += 1
+
+    def retried(self, subscription: str, handler: str) -> None:
+        with self._lock:
+            self.counts["retried"] += 1
+
+    def dead_lettered(self, subscription: str, handler: str) -> None:
+        with self._lock:
+            self.counts["dead_lettered"] += 1
+
+    def lost(self, event: str) -> None:
+        with self._lock:
+            self.counts["lost"] += 1
+
+    def watch(self, in_flight: Callable[[], int], redis_pending: Callable[[], int]) -> None:
+        pass
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            keys = ("emitted", "handled", "failed", "retried", "dead_lettered", "lost")
+            return {
+                **{key: self.counts[key] for key in keys},
+                "failures_by_handler": dict(self.failures_by_handler),
+            }
+
+
+class FanOutCollector:
+    """Reports to several collectors (e.g. Prometheus and the introspection counters)."""
+
+    def __init__(self, collectors: Sequence[MetricsCollector]) -> None:
+        self.collectors = tuple(collectors)
+
+    def emitted(self, event: str) -> None:
+        for collector in self.collectors:
+            collector.emitted(event)
+
+    def handled(self, subscription: str, handler: str, seconds: float) -> None:
+        for collector in self.collectors:
+            collector.handled(subscription, handler, seconds)
+
+    def failed(self, subscription: str, handler: str, seconds: float) -> None:
+        for collector in self.collectors:
+            collector.failed(subscription, handler, seconds)
+
+    def retried(self, subscription: str, handler: str) -> None:
+        for collector in self.collectors:
+            collector.retried(subscription, handler)
+
+    def dead_lettered(self, subscription: str, handler: str) -> None:
+        for collector in self.collectors:
+            collector.dead_lettered(subscription, handler)
+
+    def lost(self, event: str) -> None:
+        for collector in self.collectors:
+            collector.lost(event)
+
+    def watch(self, in_flight: Callable[[], int], redis_pending: Callable[[], int]) -> None:
+        for collector in self.collectors:
+            collector.watch(in_flight, redis_pending)
+
+
+class PrometheusCollector:
+    """Prometheus series (``pip install fastapi-opinionated-eventbus[prometheus]``).
+
+    Uses its own ``CollectorRegistry`` by default, so several apps in one process (tests)
+    never clash; pass ``registry=prometheus_client.REGISTRY`` to share the global one.
+    """
+
+    def __init__(self, registry: Any = None, namespace: str = "eventbus") -> None:
+        try:
+            import prometheus_client as prom
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "metrics='prometheus' needs prometheus_client: "
+                "pip install 'fastapi-opinionated-eventbus[prometheus]'"
+            ) from exc
+        self.registry = registry if registry is not None else prom.CollectorRegistry()
+        ns, reg = namespace, self.registry
+        handler_labels = ("subscription", "handler")
+        self._emitted = prom.Counter(
+            "events_emitted", "Events emitted", ("event",), namespace=ns, registry=reg
+        )
+        self._handled = prom.Counter(
+            "events_handled",
+            "Handler runs that succeeded",
+            handler_labels,
+            namespace=ns,
+            registry=reg,
+        )
+        self._failed = prom.Counter(
+            "events_failed",
+            "Handler runs that failed (each attempt)",
+            handler_labels,
+            namespace=ns,
+            registry=reg,
+        )
+        self._retried = prom.Counter(
+            "events_retried", "Handler retries", handler_labels, namespace=ns, registry=reg
+        )
+        self._dead = prom.Counter(
+            "events_dead_lettered",
+            "Handler failures after the last attempt",
+            handler_labels,
+            namespace=ns,
+            registry=reg,
+        )
+        self._lost = prom.Counter(
+            "events_lost",
+            "Background events lost at shutdown",
+            ("event",),
+            namespace=ns,
+            registry=reg,
+        )
+        self._duration = prom.Histogram(
+            "handler_duration_seconds",
+            "Handler run time",
+            handler_labels,
+            namespace=ns,
+            registry=reg,
+        )
+        self._in_flight = prom.Gauge(
+            "background_in_flight", "Background events in flight", namespace=ns, registry=reg
+        )
+        self._redis_pending = prom.Gauge(
+            "redis_pending_entries",
+            "Entries delivered but not acknowledged (Redis backend)",
+            namespace=ns,
+            registry=reg,
+        )
+
+    def emitted(self, event: str) -> None:
+        self._emitted.labels(event).inc()
+
+    def handled(self, subscription: str, handler: str, seconds: float) -> None:
+        self._handled.labels(subscription, handler).inc()
+        self._duration.labels(subscription, handler).observe(seconds)
+
+    def failed(self, subscription: str, handler: str, seconds: float) -> None:
+        self._failed.labels(subscription, handler).inc()
+        self._duration.labels(subscription, handler).observe(seconds)
+
+    def retried(self, subscription: str, handler: str) -> None:
+        self._retried.labels(subscription, handler).inc()
+
+    def dead_lettered(self, subscription: str, handler: str) -> None:
+        self._dead.labels(subscription, handler).inc()
+
+    def lost(self, event: str) -> None:
+        self._lost.labels(event).inc()
+
+    def watch(self, in_flight: Callable[[], int], redis_pending: Callable[[], int]) -> None:
+        self._in_flight.set_function(in_flight)
+        self._redis_pending.set_function(redis_pending)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text format and its content type, for the metrics endpoint."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def build_collector(option: Any) -> MetricsCollector | None:
+    """The ``metrics`` plugin option: None, "prometheus", or a collector instance."""
+    if option is None:
+        return None
+    if option == "prometheus":
+        return PrometheusCollector()
+    if isinstance(option, MetricsCollector):
+        return option
+    from .errors import ConfigurationError
+
+    raise ConfigurationError(
+        f"option 'metrics' must be None, 'prometheus' or a MetricsCollector, got {option!r}"
+    )
