@@ -46,7 +46,11 @@ class BackgroundQueue:
         self._on_lost = on_lost
         self._max_pending = max_pending
         self._queue: deque[QueueItem] = deque()
-        self._pending = 0
+        self._pending = 0  # changed on the loop thread only
+        # Events handed over from other threads and not yet accepted on the loop: counted
+        # under a lock so a burst from a sync route still respects max_pending.
+        self._handed_over = 0
+        self._handover_lock = threading.Lock()
         self._drainer: asyncio.Task[None] | None = None
         self._holding: dict[asyncio.Task[Any], EventEnvelope] = {}
         self._idle: asyncio.Future[None] | None = None
@@ -64,13 +68,9 @@ class BackgroundQueue:
             raise EventBusClosed(
                 f"cannot emit {envelope.name!r} in the background: the event bus is shutting down"
             )
-        if self._pending >= self._max_pending:
-            raise EventBusOverloaded(
-                f"cannot accept event {envelope.name!r}: {self._pending} background events "
-                f"are in flight (max_pending={self._max_pending}); slow down or raise the "
-                "max_pending option"
-            )
         if threading.get_ident() == self._loop_thread:
+            if self._pending + self._handed_over >= self._max_pending:
+                raise self._overloaded(envelope)
             self._pending += 1
             self._queue.append((envelope, plan, context))
             if self._drainer is None:
@@ -78,14 +78,27 @@ class BackgroundQueue:
             return
         loop = self._loop
         if loop is None:
-            loop = self._bind_running_loop()
+            self._bind_running_loop()
             return self.submit(envelope, plan, context)
+        with self._handover_lock:
+            if self._pending + self._handed_over >= self._max_pending:
+                raise self._overloaded(envelope)
+            self._handed_over += 1
         try:
             loop.call_soon_threadsafe(self._accept, (envelope, plan, context))
         except RuntimeError as exc:  # the loop is closed: nothing would ever run it
+            with self._handover_lock:
+                self._handed_over -= 1
             raise EventBusClosed(
                 f"cannot emit {envelope.name!r}: the app's loop is closed"
             ) from exc
+
+    def _overloaded(self, envelope: EventEnvelope) -> EventBusOverloaded:
+        return EventBusOverloaded(
+            f"cannot accept event {envelope.name!r}: {self._pending + self._handed_over} "
+            f"background events are in flight (max_pending={self._max_pending}); slow down "
+            "or raise the max_pending option"
+        )
 
     def _bind_running_loop(self) -> asyncio.AbstractEventLoop:
         try:
@@ -99,7 +112,8 @@ class BackgroundQueue:
         return loop
 
     def _accept(self, item: QueueItem) -> None:
-        # Runs on the loop: the count is only ever changed there.
+        with self._handover_lock:
+            self._handed_over -= 1
         self._pending += 1
         self._queue.append(item)
         if self._drainer is None:
@@ -152,20 +166,22 @@ class BackgroundQueue:
 
     @property
     def pending(self) -> int:
-        return self._pending
+        return self._pending + self._handed_over
 
     async def wait_idle(self, timeout: float | None) -> int:
         """Wait until nothing is in flight or ``timeout`` passed; return what is left."""
-        if self._pending:
-            self._idle = asyncio.get_running_loop().create_future()
-            try:
-                async with asyncio.timeout(timeout):
-                    await asyncio.shield(self._idle)
-            except TimeoutError:
-                pass
-            finally:
-                self._idle = None
-        return self._pending
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                # Re-checked after each wake-up: hand-offs from threads may still arrive.
+                while self.pending:
+                    self._idle = loop.create_future()
+                    await self._idle
+        except TimeoutError:
+            pass
+        finally:
+            self._idle = None
+        return self.pending
 
     def cancel_all(self) -> list[EventEnvelope]:
         """Cancel everything still queued or running; return those events."""

@@ -18,7 +18,7 @@ from .correlation import request_correlation_id
 from .dead_letters import DeadLetter, DeadLetterStore
 from .dispatch import Dispatcher
 from .errors import ChainDepthExceeded, EventBusClosed, EventBusOverloaded
-from .events import EventEnvelope, _current
+from .events import EventEnvelope, _current, _reset_current
 from .metrics import CountingCollector, FanOutCollector, MetricsCollector, build_collector
 from .registry import Plan, Registry, Subscription, build_subscription, check_event_name
 from .results import EmitResult, HandlerFailure
@@ -192,7 +192,7 @@ class EventBus:
                     self._dispatcher.give_up(single, envelope, exc, 1),
                 )
             finally:
-                _current.reset(token)
+                _reset_current(token)
         elif plan.count:
             failures = await self._dispatcher.run(envelope, plan)
         else:
@@ -414,6 +414,15 @@ class EventBus:
         self._background.accepting = False
         self._registry.clear()
         self._dispatcher.shutdown()
+
+    def reopen(self) -> None:
+        """Accept events again after :meth:`close`: the same app's lifespan may run twice
+        (two ``with TestClient(app)`` blocks). Subscriptions start empty."""
+        if self._state != _CLOSED:
+            return
+        self._state = _OPEN
+        self._accepting = not self.settings.disabled
+        self._background.accepting = True
 
     async def aclose(self, timeout: float | None = None) -> int:
         """:meth:`shutdown` then :meth:`close`; returns the number of events lost."""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi_opinionated.shared.logger import ns_logger
 
 from .dead_letters import DeadLetter, DeadLetterStore
-from .events import EventEnvelope, _current
+from .events import EventEnvelope, _current, _reset_current
 from .registry import Plan, Subscription
 from .results import HandlerFailure
 from .stepping import Resumed
@@ -56,7 +56,7 @@ def _explain_type_error(sub: Subscription, event: EventEnvelope, exc: TypeError)
     except TypeError as mismatch:
         return (
             f" The emitted arguments do not match the handler's signature "
-            f"{sub.handler.__name__}{signature}: {mismatch}."
+            f"{getattr(sub.handler, '__name__', sub.name)}{signature}: {mismatch}."
         )
     return ""
 
@@ -92,7 +92,7 @@ class Dispatcher:
             except Exception as exc:
                 return (self.give_up(single, event, exc, 1),)
             finally:
-                _current.reset(token)
+                _reset_current(token)
         failures: list[HandlerFailure] | None = None
         for group in plan.groups:
             if len(group) == 1:
@@ -106,7 +106,7 @@ class Dispatcher:
                     except Exception as exc:
                         failure = self.give_up(sub, event, exc, 1)
                     finally:
-                        _current.reset(token)
+                        _reset_current(token)
                 else:
                     failure = await self._invoke(sub, event)
                     if failure is None:
@@ -238,7 +238,7 @@ class Dispatcher:
                         metrics.handled(sub.event, sub.name, time.perf_counter() - started)
                     return None
         finally:
-            _current.reset(token)
+            _reset_current(token)
 
     async def _call_traced(
         self, tracer: EventTracer, sub: Subscription, event: EventEnvelope

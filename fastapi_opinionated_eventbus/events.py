@@ -6,7 +6,7 @@ import itertools
 import os
 import time
 import uuid
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any
 
@@ -152,6 +152,16 @@ class EventEnvelope:
 
 
 _current: ContextVar[EventEnvelope | None] = ContextVar("eventbus_current_event", default=None)
+
+
+def _reset_current(token: Token[EventEnvelope | None]) -> None:
+    """Restore the previous current event after a handler ran."""
+    try:  # noqa: SIM105 - try is free on the hot path, contextlib.suppress() is not
+        _current.reset(token)
+    except ValueError:
+        # An unfinished handler closed by the garbage collector (its loop is gone) runs its
+        # finally clause in whatever context is current: there is nothing left to restore.
+        pass
 
 
 def current_event() -> EventEnvelope:

@@ -50,7 +50,9 @@ class EventBusPlugin(BasePlugin):
         return bus
 
     def on_controllers_loaded(self, app: Any, fastapi_app: FastAPI) -> None:
-        declarations.attach(_bus_of(app))
+        bus = _bus_of(app)
+        bus.reopen()  # a no-op unless this app's lifespan already ran once
+        declarations.attach(bus)
 
     async def on_ready_async(self, app: Any, fastapi_app: FastAPI, plugin_api: Any) -> None:
         await _bus_of(app).start()
