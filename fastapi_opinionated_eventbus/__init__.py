@@ -6,7 +6,6 @@ from .api import eventbus_api
 from .bus import EventBus
 from .dead_letters import DeadLetter
 from .decorators import OnInternalEvent, register_schema
-from .dispatch import HandlerTimeout
 from .errors import (
     BackendUnavailable,
     ChainDepthExceeded,
@@ -16,6 +15,7 @@ from .errors import (
     EventBusNotEnabled,
     EventBusOverloaded,
     EventSerializationError,
+    HandlerTimeout,
     NoCurrentEvent,
 )
 from .events import EventEnvelope, current_event

@@ -112,9 +112,9 @@ class BackgroundQueue:
         return loop
 
     def _accept(self, item: QueueItem) -> None:
-        with self._handover_lock:
+        with self._handover_lock:  # both at once: a thread never sees the event uncounted
             self._handed_over -= 1
-        self._pending += 1
+            self._pending += 1
         self._queue.append(item)
         if self._drainer is None:
             self._start_drainer()
@@ -161,27 +161,34 @@ class BackgroundQueue:
 
     def _finished(self) -> None:
         self._pending -= 1
-        if not self._pending and self._idle is not None and not self._idle.done():
-            self._idle.set_result(None)
+        if not self._pending and self._idle is not None:
+            self._wake_idle_waiters()
 
     @property
     def pending(self) -> int:
         return self._pending + self._handed_over
 
     async def wait_idle(self, timeout: float | None) -> int:
-        """Wait until nothing is in flight or ``timeout`` passed; return what is left."""
+        """Wait until nothing is in flight or ``timeout`` passed; return what is left.
+
+        Any number of callers may wait at once: they share one future, which a caller's
+        own timeout never cancels for the others.
+        """
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
                 # Re-checked after each wake-up: hand-offs from threads may still arrive.
                 while self.pending:
-                    self._idle = loop.create_future()
-                    await self._idle
+                    if self._idle is None or self._idle.done():
+                        self._idle = loop.create_future()
+                    await asyncio.shield(self._idle)
         except TimeoutError:
             pass
-        finally:
-            self._idle = None
         return self.pending
+
+    def _wake_idle_waiters(self) -> None:
+        if self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
 
     def cancel_all(self) -> list[EventEnvelope]:
         """Cancel everything still queued or running; return those events."""
@@ -195,6 +202,7 @@ class BackgroundQueue:
             self._drainer.cancel()
             self._drainer = None
         self._pending = 0
+        self._wake_idle_waiters()
         self.lost += len(lost)
         for envelope in lost:
             self._on_lost(envelope)

@@ -70,7 +70,7 @@ class EventBus:
         run_background: Callable[[EventEnvelope, Plan], Coroutine[Any, Any, object]]
         run_background = self._dispatcher.run
         if s.backend == "redis":
-            from .backends.redis import RedisStreamsBackend  # type: ignore[import-not-found]
+            from .backends.redis import RedisStreamsBackend
 
             self._backend = RedisStreamsBackend(self, s)
             run_background = self._publish_in_background
@@ -261,7 +261,8 @@ class EventBus:
         return envelope
 
     def _submit_if_needed(self, envelope: EventEnvelope, plan: Plan) -> None:
-        if plan.count or self._backend is not None:
+        if plan.count or self._backend is not None or not self._background.accepting:
+            # (Refused the same way with or without handlers once shutdown has begun.)
             self._background.submit(envelope, plan, contextvars.copy_context())
 
     def emit_after_response(
@@ -454,15 +455,14 @@ class EventBus:
         if self._backend is not None:
             return await self._backend.replay_dead_letters()
         letters = self._dead_letters.take_all()
-        by_name = {sub.name: sub for sub in self._registry.subscriptions()}
         failures = []
         for letter in letters:
-            sub = by_name.get(letter.handler)
+            sub = self._subscription_of(letter)
             if sub is None:
                 self._dead_letters.add(letter)
                 logger.warning(
-                    f"Dead letter of {letter.event!r} not replayed: handler "
-                    f"{letter.handler} is no longer subscribed"
+                    f"Dead letter of event {letter.event.name!r} (id={letter.event.id}) not "
+                    f"replayed: handler {letter.handler} is no longer subscribed"
                 )
                 continue
             failure = await self._dispatcher.replay(letter, sub)
@@ -470,10 +470,20 @@ class EventBus:
                 failures.append(failure)
         return EmitResult(None, len(letters), tuple(failures))
 
+    def _subscription_of(self, letter: DeadLetter) -> Subscription | None:
+        """The subscription a letter came from, if it is still subscribed: the same object,
+        else one with the same handler and subscribed name (e.g. after a restart)."""
+        subs = self._registry.subscriptions()
+        if letter.source is not None and any(sub is letter.source for sub in subs):
+            return letter.source
+        for sub in subs:
+            if sub.name == letter.handler and letter.subscription in (None, sub.event):
+                return sub
+        return None
+
     async def replay_one(self, letter: DeadLetter) -> EmitResult:
         """Run one dead letter's handler again (used by backends' replay)."""
-        by_name = {sub.name: sub for sub in self._registry.subscriptions()}
-        sub = by_name.get(letter.handler)
+        sub = self._subscription_of(letter)
         if sub is None:
             raise LookupError(f"handler {letter.handler} is not subscribed in this process")
         failure = await self._dispatcher.replay(letter, sub)

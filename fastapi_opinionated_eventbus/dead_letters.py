@@ -8,8 +8,12 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from .events import EventEnvelope
+
+if TYPE_CHECKING:
+    from .registry import Subscription
 
 __all__ = ["DeadLetter", "DeadLetterStore"]
 
@@ -26,11 +30,23 @@ class DeadLetter:
     attempts: int
     failed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     reason: str = "handler failed"
+    subscription: str | None = None
+    """The subscribed name or pattern the handler ran for."""
+    source: Subscription | None = field(default=None, repr=False, compare=False)
+    """The very subscription, so a replay runs it with the same options."""
 
     @classmethod
     def from_exception(
-        cls, event: EventEnvelope, handler: str, exc: BaseException, attempts: int
+        cls,
+        event: EventEnvelope,
+        handler: str,
+        exc: BaseException,
+        attempts: int,
+        *,
+        subscription: str | None = None,
+        reason: str = "handler failed",
     ) -> DeadLetter:
+        """A dead letter known only by names (e.g. read back from Redis)."""
         return cls(
             event=event,
             handler=handler,
@@ -38,6 +54,23 @@ class DeadLetter:
             message=str(exc),
             traceback="".join(traceback.format_exception(exc)),
             attempts=attempts,
+            reason=reason,
+            subscription=subscription,
+        )
+
+    @classmethod
+    def from_failure(
+        cls, event: EventEnvelope, sub: Subscription, exc: BaseException, attempts: int
+    ) -> DeadLetter:
+        return cls(
+            event=event,
+            handler=sub.name,
+            exception_type=type(exc).__qualname__,
+            message=str(exc),
+            traceback="".join(traceback.format_exception(exc)),
+            attempts=attempts,
+            subscription=sub.event,
+            source=sub,
         )
 
 

@@ -64,10 +64,14 @@ def _take(bus: EventBus, entry: dict[str, Any]) -> None:
 
 
 def attach(bus: EventBus) -> int:
-    """Subscribe everything declared so far and route later declarations to ``bus``."""
+    """Subscribe everything declared so far and route later declarations to ``bus``.
+
+    Idempotent: attaching the live bus again only takes what it has not taken yet.
+    """
     global _live
-    detach()
-    _live = bus
+    if _live is not bus:
+        detach()
+        _live = bus
     store = PluginRegistryStore.get(PLUGIN_NAME)
     entries = [*store.get(SCHEMAS, ()), *store.get(HANDLERS, ())]
     for entry in entries:

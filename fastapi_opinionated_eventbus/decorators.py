@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -45,6 +46,13 @@ def OnInternalEvent(
     )
 
     def decorator(handler: F) -> F:
+        if callable(handler) and not inspect.isfunction(handler):
+            # The core's `list handlers` reads __name__ and __code__: only functions have both.
+            raise TypeError(
+                f"@OnInternalEvent decorates functions (def or async def), not "
+                f"{type(handler).__name__} objects; subscribe other callables at runtime "
+                f"with eventbus_api().subscribe({event!r}, handler)"
+            )
         sub, schema = build_subscription(
             event, handler, priority=priority, retry=retry, timeout=timeout, broadcast=broadcast
         )

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi_opinionated.shared.logger import ns_logger
 
 from .dead_letters import DeadLetter, DeadLetterStore
+from .errors import HandlerTimeout
 from .events import EventEnvelope, _current, _reset_current
 from .registry import Plan, Subscription
 from .results import HandlerFailure
@@ -31,13 +32,9 @@ if TYPE_CHECKING:
     from .metrics import MetricsCollector
     from .tracing import EventTracer
 
-__all__ = ["Dispatcher", "HandlerTimeout"]
+__all__ = ["Dispatcher"]
 
 logger = ns_logger("EventBus")
-
-
-class HandlerTimeout(TimeoutError):
-    """A handler ran longer than its ``timeout``."""
 
 
 def default_thread_pool_size() -> int:
@@ -314,7 +311,7 @@ class Dispatcher:
             f"correlation={event.correlation_id}, attempts={attempts}): "
             f"{type(exc).__name__}: {exc}.{hint}\n{tb}"
         )
-        self.dead_letters.add(DeadLetter.from_exception(event, sub.name, exc, attempts))
+        self.dead_letters.add(DeadLetter.from_failure(event, sub, exc, attempts))
         if self.metrics is not None:
             self.metrics.dead_lettered(sub.event, sub.name)
         return HandlerFailure(sub.name, exc, attempts)

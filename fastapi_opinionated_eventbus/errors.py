@@ -8,6 +8,7 @@
     ├── EventBusOverloaded              more than ``max_pending`` background events in flight
     ├── ChainDepthExceeded              an emit nested deeper than ``max_chain_depth``
     ├── NoCurrentEvent                  current_event() outside a handler
+    ├── HandlerTimeout (TimeoutError)   a handler outran its ``timeout`` (in failures)
     ├── ConfigurationError (ValueError) an unknown or invalid plugin option
     ├── EventSerializationError (TypeError)  an argument that cannot cross a process boundary
     └── BackendUnavailable              the backend could not store an event in time
@@ -51,6 +52,10 @@ class ChainDepthExceeded(EventBusError, RecursionError):
 
 class NoCurrentEvent(EventBusError, LookupError):
     """``current_event()`` was called outside an event handler."""
+
+
+class HandlerTimeout(EventBusError, TimeoutError):
+    """A handler ran longer than its ``timeout``; reported as that handler's failure."""
 
 
 class ConfigurationError(EventBusError, ValueError):

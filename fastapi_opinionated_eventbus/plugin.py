@@ -49,6 +49,11 @@ class EventBusPlugin(BasePlugin):
         mount_endpoints(fastapi_app, bus)
         return bus
 
+    def on_enable(self, app: Any, fastapi_app: FastAPI, plugin_api: Any) -> None:
+        # Before the core imports app/domains: handlers are subscribed as their modules load,
+        # so an emit between App.create() and startup already reaches them.
+        declarations.attach(plugin_api)
+
     def on_controllers_loaded(self, app: Any, fastapi_app: FastAPI) -> None:
         bus = _bus_of(app)
         bus.reopen()  # a no-op unless this app's lifespan already ran once

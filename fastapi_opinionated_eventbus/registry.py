@@ -143,6 +143,9 @@ class Registry:
         return plan
 
     def _resolve(self, event: str) -> Plan:
+        # Names are fully checked here, once per distinct name: emit's hot path only checks
+        # that it has a non-empty str, and a name that fails is never cached.
+        check_event_name(event, what="event name to emit")
         subs = list(self._exact.get(event, ()))
         subs.extend(s for s in self._patterns if fnmatchcase(event, s.event))
         plan = Plan(_group_by_priority(subs), self._schemas.get(event))

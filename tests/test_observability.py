@@ -9,12 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import strip_ansi
 from fastapi.testclient import TestClient
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support import strip_ansi
 
 from fastapi_opinionated_eventbus import EventBus, eventbus_api
 from fastapi_opinionated_eventbus.errors import ConfigurationError

@@ -1,0 +1,149 @@
+"""The example app, as its own ``main.py`` builds it: under TestClient, and served by a real
+uvicorn process over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from support import EXAMPLE_APP, REPO_ROOT, strip_ansi
+
+Factory = Callable[..., FastAPI]
+
+PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
+
+NEW_USER = {"name": "Jane Doe", "email": "jane@example.com"}
+PAYMENT = {"payment_id": "p_123", "status": "success", "amount": 99.99}
+
+
+@pytest.fixture
+def forget_main() -> Iterator[None]:
+    """load_app imports the example's ``main``: do not leave it in sys.modules."""
+    yield
+    sys.modules.pop("main", None)
+
+
+def _by_kind(entries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        grouped.setdefault(entry["kind"], []).append(entry)
+    return grouped
+
+
+def test_example_app_under_testclient(eventbus_app_factory: Factory, forget_main: None) -> None:
+    app = eventbus_app_factory(EXAMPLE_APP, main="main:app")
+    with TestClient(app) as client:
+        assert client.get("/users/activity").json() == []
+
+        created = client.post("/users/", json=NEW_USER)
+        assert created.status_code == 200
+        user = created.json()
+        assert user == {"id": user["id"], **NEW_USER, "handlers_run": 2}
+
+        after_user = _by_kind(client.get("/users/activity").json())
+        paid = client.post("/users/payments", json=PAYMENT)
+        assert paid.status_code == 200
+        after_payment = _by_kind(client.get("/users/activity").json())
+
+    assert set(after_user) == {"welcome", "audit"}
+    [welcome] = after_user["welcome"]
+    assert welcome["user_id"] == user["id"]
+    assert isinstance(welcome["event_id"], str) and welcome["event_id"]
+    [audit] = after_user["audit"]
+    assert audit["user_id"] == user["id"]
+    assert audit["thread"] != "MainThread"
+    assert audit["thread"].startswith("eventbus")  # the bus's worker threads
+
+    assert after_payment["payment"] == [{"kind": "payment", **PAYMENT}]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_until_serving(
+    client: httpx.Client, process: subprocess.Popen[bytes], log: Path, deadline: float
+) -> None:
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"uvicorn exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if client.get("/users/activity").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"uvicorn did not serve within the deadline:\n{log.read_text()}")
+        time.sleep(0.05)  # polling interval, not synchronisation
+
+
+def test_example_app_served_by_uvicorn(tmp_path: Path) -> None:
+    port = _free_port()
+    log = tmp_path / "uvicorn.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTBUS_")}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                str(PYTHON),
+                "-m",
+                "uvicorn",
+                "main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=EXAMPLE_APP,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            _wait_until_serving(client, process, log, time.monotonic() + 30)
+            created = client.post("/users/", json=NEW_USER)
+            paid = client.post("/users/payments", json=PAYMENT)
+            activity = client.get("/users/activity").json()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            returncode = process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            pytest.fail(f"uvicorn did not exit on SIGTERM:\n{log.read_text()}")
+
+    output = strip_ansi(log.read_text())
+    assert created.status_code == 200, output
+    assert created.json()["handlers_run"] == 2
+    assert paid.status_code == 200 and paid.json() == {"ok": True}
+
+    kinds = _by_kind(activity)
+    assert set(kinds) == {"welcome", "audit", "payment"}
+    user_id = created.json()["id"]
+    assert [entry["user_id"] for entry in kinds["welcome"]] == [user_id]
+    [audit] = kinds["audit"]
+    assert audit["user_id"] == user_id
+    assert audit["thread"] != "MainThread"  # uvicorn's loop runs in the main thread
+    assert kinds["payment"] == [{"kind": "payment", **PAYMENT}]
+
+    # uvicorn >= 0.29 re-raises the captured SIGTERM after a graceful shutdown.
+    assert returncode in (0, -signal.SIGTERM), output
+    assert "Traceback" not in output
+    assert "ERROR" not in output
+    # The graceful path ran the plugin's shutdown (the core logs it before on_shutdown).
+    assert "Shutting down plugin 'eventbus'" in output
