@@ -12,8 +12,8 @@ fixtures::
             client.post("/users", json={"name": "Jane"})
         assert events.names() == ["user.created"]
 
-Outside pytest, use :func:`isolated_core`, :func:`create_app`, :func:`running` and
-:class:`EventRecorder` directly.
+Outside pytest, use :func:`isolated_core`, :func:`create_app`, :func:`running`,
+:func:`started_bus` and :class:`EventRecorder` directly.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ __all__ = [
     "isolated_core",
     "load_app",
     "running",
+    "started_bus",
 ]
 
 _ENABLED_FILE = Path(".fastapi_opinionated") / "enabled_plugins.py"
@@ -147,6 +148,18 @@ def load_app(app_dir: str | os.PathLike[str], target: str = "main:app") -> FastA
     module = importlib.import_module(module_name)
     app: FastAPI = getattr(module, attribute or "app")
     return app
+
+
+@asynccontextmanager
+async def started_bus(**options: Any) -> AsyncIterator[EventBus]:
+    """A standalone, started ``EventBus(**options)`` (no app), closed on exit: for unit
+    tests of handlers and of code that emits."""
+    bus = EventBus(**options)
+    await bus.start()
+    try:
+        yield bus
+    finally:
+        await bus.aclose(timeout=1)
 
 
 @asynccontextmanager

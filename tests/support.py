@@ -6,9 +6,14 @@ modules named ``conftest`` cannot both be imported by name.
 
 from __future__ import annotations
 
+import importlib
 import re
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+
+from fastapi import FastAPI
 
 from fastapi_opinionated_eventbus.plugin import PLUGIN_PATH
 
@@ -36,3 +41,12 @@ def write_app(root: Path, domain_files: dict[str, str], *, enable: bool = True) 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(source))
     return root
+
+
+AppDir = Callable[..., Path]
+Factory = Callable[..., FastAPI]
+
+
+def domain(module: str) -> ModuleType:
+    """A module of the app under test, e.g. ``domain("orders.handlers")``."""
+    return importlib.import_module(f"app.domains.{module}")

@@ -9,31 +9,15 @@ emitting, so a bus that dispatched at once would run the handler before the resp
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from pathlib import Path
 from types import ModuleType
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from support import strip_ansi
+from support import AppDir, Factory, domain, strip_ansi
 
 from fastapi_opinionated_eventbus import EventEnvelope, eventbus_api
 from fastapi_opinionated_eventbus.testing import EventRecorder, running
-
-# The core 0.1.2 leaks the enabled_plugins.py file handle in App.create (ResourceWarning).
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:unclosed file <_io.TextIOWrapper name='.fastapi_opinionated/enabled_plugins.py'"
-    ":ResourceWarning"
-)
-
-AppDir = Callable[..., Path]
-Factory = Callable[..., FastAPI]
-
-
-def domain(module: str) -> ModuleType:
-    return importlib.import_module(f"app.domains.{module}")
 
 
 def client_for(app: FastAPI) -> httpx.AsyncClient:

@@ -5,16 +5,11 @@ validation, and the EVENTBUS_DISABLED switch."""
 from __future__ import annotations
 
 import asyncio
-import importlib
 import threading
-from collections.abc import Callable
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
-from support import strip_ansi
+from support import AppDir, Factory, domain, strip_ansi
 
 from fastapi_opinionated_eventbus import (
     ConfigurationError,
@@ -25,19 +20,6 @@ from fastapi_opinionated_eventbus import (
     eventbus_api,
 )
 from fastapi_opinionated_eventbus.testing import running
-
-# The core 0.1.2 leaks the enabled_plugins.py file handle in App.create (ResourceWarning).
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:unclosed file <_io.TextIOWrapper name='.fastapi_opinionated/enabled_plugins.py'"
-    ":ResourceWarning"
-)
-
-AppDir = Callable[..., Path]
-Factory = Callable[..., FastAPI]
-
-
-def domain(module: str) -> ModuleType:
-    return importlib.import_module(f"app.domains.{module}")
 
 
 @pytest.fixture(autouse=True)

@@ -4,51 +4,19 @@ needed to understand and replay it; replay re-runs only that handler."""
 from __future__ import annotations
 
 import asyncio
-import importlib
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import pytest
-from fastapi import FastAPI
-from support import strip_ansi
+from support import AppDir, Factory, domain, strip_ansi
 
 from fastapi_opinionated_eventbus import (
     DeadLetter,
-    EventBus,
     HandlerTimeout,
     RetryPolicy,
     current_event,
     eventbus_api,
 )
-from fastapi_opinionated_eventbus.testing import running
-
-# The core 0.1.2 leaks the enabled_plugins.py file handle in App.create (ResourceWarning).
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:unclosed file <_io.TextIOWrapper name='.fastapi_opinionated/enabled_plugins.py'"
-    ":ResourceWarning"
-)
-
-AppDir = Callable[..., Path]
-Factory = Callable[..., FastAPI]
-
-
-def domain(module: str) -> ModuleType:
-    return importlib.import_module(f"app.domains.{module}")
-
-
-@asynccontextmanager
-async def started_bus(**options: Any) -> AsyncIterator[EventBus]:
-    bus = EventBus(**options)
-    await bus.start()
-    try:
-        yield bus
-    finally:
-        await bus.aclose(timeout=1)
-
+from fastapi_opinionated_eventbus.testing import running, started_bus
 
 SHIPPING_SRC = """
     from fastapi_opinionated_eventbus import OnInternalEvent, RetryPolicy, current_event

@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from fastapi_opinionated.app import App
 from fastapi_opinionated.registry.plugin_store import PluginRegistryStore
+from support import AppDir, Factory
 
 from fastapi_opinionated_eventbus import EventBusNotEnabled, OnInternalEvent, eventbus_api
 from fastapi_opinionated_eventbus.testing import create_app, isolated_core, running
-
-AppDir = Callable[..., Path]
-Factory = Callable[..., FastAPI]
 
 
 def _declared_handlers() -> list[dict[str, Any]]:

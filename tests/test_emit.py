@@ -6,30 +6,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-import importlib
 import threading
 from collections.abc import Callable
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from support import strip_ansi
+from support import AppDir, Factory, domain, strip_ansi
 
 from fastapi_opinionated_eventbus import EmitResult, HandlerFailure, eventbus_api
 from fastapi_opinionated_eventbus.testing import running
-
-AppDir = Callable[..., Path]
-Factory = Callable[..., FastAPI]
-
-
-def domain(module: str) -> ModuleType:
-    """The domain module the core imported (the test reads what its handlers recorded)."""
-    return importlib.import_module(f"app.domains.{module}")
-
 
 # ---------------------------------------------------------------- arguments and threads
 

@@ -9,17 +9,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from support import EXAMPLE_APP, REPO_ROOT, strip_ansi
-
-Factory = Callable[..., FastAPI]
+from support import EXAMPLE_APP, REPO_ROOT, Factory, strip_ansi
 
 PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 

@@ -4,18 +4,13 @@ shutdown, and a shut-down bus refuses emits loudly instead of calling stale hand
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from support import AppDir, Factory
 
 from fastapi_opinionated_eventbus import EventBusClosed, eventbus_api
 from fastapi_opinionated_eventbus.testing import running
-
-AppDir = Callable[..., Path]
-Factory = Callable[..., FastAPI]
 
 HANDLERS = """
     from fastapi_opinionated_eventbus import OnInternalEvent

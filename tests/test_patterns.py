@@ -3,42 +3,13 @@ plan-cache invalidation on (un)subscribe, and the bounded plan cache."""
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
+from support import AppDir, Factory, domain
 
-from fastapi_opinionated_eventbus import EventBus, current_event, eventbus_api
-from fastapi_opinionated_eventbus.testing import running
-
-# The core 0.1.2 leaks the enabled_plugins.py file handle in App.create (ResourceWarning).
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:unclosed file <_io.TextIOWrapper name='.fastapi_opinionated/enabled_plugins.py'"
-    ":ResourceWarning"
-)
-
-AppDir = Callable[..., Path]
-Factory = Callable[..., FastAPI]
-
-
-def domain(module: str) -> ModuleType:
-    return importlib.import_module(f"app.domains.{module}")
-
-
-@asynccontextmanager
-async def started_bus(**options: Any) -> AsyncIterator[EventBus]:
-    bus = EventBus(**options)
-    await bus.start()
-    try:
-        yield bus
-    finally:
-        await bus.aclose(timeout=1)
-
+from fastapi_opinionated_eventbus import current_event, eventbus_api
+from fastapi_opinionated_eventbus.testing import running, started_bus
 
 PATTERNS_SRC = """
     from fastapi_opinionated_eventbus import OnInternalEvent, current_event

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import importlib
 import textwrap
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from fastapi_opinionated.app import App
 from fastapi_opinionated.shared.base_plugin import BasePlugin
 from fastapi_opinionated.utils.import_string import import_string
+from support import AppDir, Factory
 
 import fastapi_opinionated_eventbus
 from fastapi_opinionated_eventbus import (
@@ -25,9 +23,6 @@ from fastapi_opinionated_eventbus import (
 )
 from fastapi_opinionated_eventbus.plugin import EventBusPlugin
 from fastapi_opinionated_eventbus.testing import isolated_core, running
-
-AppDir = Callable[..., Path]
-Factory = Callable[..., FastAPI]
 
 PLUGIN_PATH = "fastapi_opinionated_eventbus.plugin.EventBusPlugin"
 

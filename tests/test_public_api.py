@@ -41,6 +41,7 @@ EXPECTED_TESTING_EXPORTS = {
     "isolated_core",
     "load_app",
     "running",
+    "started_bus",
 }
 
 

@@ -4,16 +4,11 @@ cancelled, sync ones abandoned and counted)."""
 from __future__ import annotations
 
 import asyncio
-import importlib
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from pathlib import Path
-from types import ModuleType
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
-from support import strip_ansi
+from support import AppDir, Factory, domain, strip_ansi
 
 from fastapi_opinionated_eventbus import (
     EventBus,
@@ -22,32 +17,9 @@ from fastapi_opinionated_eventbus import (
     current_event,
     eventbus_api,
 )
-from fastapi_opinionated_eventbus.testing import running
-
-# The core 0.1.2 leaks the enabled_plugins.py file handle in App.create (ResourceWarning).
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:unclosed file <_io.TextIOWrapper name='.fastapi_opinionated/enabled_plugins.py'"
-    ":ResourceWarning"
-)
-
-AppDir = Callable[..., Path]
-Factory = Callable[..., FastAPI]
+from fastapi_opinionated_eventbus.testing import running, started_bus
 
 FAST = RetryPolicy(max_attempts=3, initial_delay=0.01, jitter=0)
-
-
-def domain(module: str) -> ModuleType:
-    return importlib.import_module(f"app.domains.{module}")
-
-
-@asynccontextmanager
-async def started_bus(**options: Any) -> AsyncIterator[EventBus]:
-    bus = EventBus(**options)
-    await bus.start()
-    try:
-        yield bus
-    finally:
-        await bus.aclose(timeout=1)
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

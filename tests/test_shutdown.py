@@ -5,31 +5,14 @@ id, and the bus refuses background emits once shutdown began and every emit afte
 from __future__ import annotations
 
 import asyncio
-import importlib
 import re
 from collections.abc import Callable
-from pathlib import Path
-from types import ModuleType
 
 import pytest
-from fastapi import FastAPI
-from support import strip_ansi
+from support import AppDir, Factory, domain, strip_ansi
 
 from fastapi_opinionated_eventbus import EventBus, EventBusClosed, eventbus_api
 from fastapi_opinionated_eventbus.testing import running
-
-# The core 0.1.2 leaks the enabled_plugins.py file handle in App.create (ResourceWarning).
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:unclosed file <_io.TextIOWrapper name='.fastapi_opinionated/enabled_plugins.py'"
-    ":ResourceWarning"
-)
-
-AppDir = Callable[..., Path]
-Factory = Callable[..., FastAPI]
-
-
-def domain(module: str) -> ModuleType:
-    return importlib.import_module(f"app.domains.{module}")
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from fastapi_opinionated.app import App
 from fastapi_opinionated.registry.plugin import PluginRegistry
 from fastapi_opinionated.registry.plugin_store import PluginRegistryStore
 from fastapi_opinionated.routing.registry import RouterRegistry
-from support import EXAMPLE_APP
+from support import EXAMPLE_APP, AppDir, Factory
 
 from fastapi_opinionated_eventbus import EventBus, EventBusNotEnabled, eventbus_api
 from fastapi_opinionated_eventbus.testing import (
@@ -24,9 +23,6 @@ from fastapi_opinionated_eventbus.testing import (
     isolated_core,
     running,
 )
-
-AppDir = Callable[..., Path]
-Factory = Callable[..., FastAPI]
 
 HANDLERS = """
     from fastapi_opinionated_eventbus import OnInternalEvent
