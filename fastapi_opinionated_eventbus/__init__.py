@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .api import eventbus_api
 from .bus import EventBus
+from .codec import register_type
 from .dead_letters import DeadLetter
 from .decorators import OnInternalEvent, register_schema
 from .errors import (
@@ -51,4 +52,5 @@ __all__ = [
     "current_event",
     "eventbus_api",
     "register_schema",
+    "register_type",
 ]

@@ -261,6 +261,10 @@ class EventBus:
         return envelope
 
     def _submit_if_needed(self, envelope: EventEnvelope, plan: Plan) -> None:
+        if self._backend is not None:
+            # Refuse an argument that cannot cross processes here, in the caller's hands,
+            # rather than losing the event in the background.
+            self._backend.validate(envelope)
         if plan.count or self._backend is not None or not self._background.accepting:
             # (Refused the same way with or without handlers once shutdown has begun.)
             self._background.submit(envelope, plan, contextvars.copy_context())
@@ -301,6 +305,8 @@ class EventBus:
             self._observe_emitted(envelope)
             if self._tracer is not None and self._backend is not None:
                 envelope._trace = self._tracer.carrier()
+        if self._backend is not None:
+            self._backend.validate(envelope)
         # With a remote backend every event is published, handlers here or not.
         return envelope, (plan if plan.count or self._backend is not None else None)
 
@@ -395,6 +401,9 @@ class EventBus:
         if self._state == _OPEN:
             self._state = _DRAINING
         self._background.accepting = False
+        if self._backend is not None:
+            # Stop taking new entries first: a handler run now could no longer emit.
+            await self._backend.pause()
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         remaining = await self.drain(timeout)
         lost = self._background.cancel_all() if remaining else []

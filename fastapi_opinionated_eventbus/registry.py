@@ -64,7 +64,7 @@ class Plan:
     Handlers in one group run concurrently; a group starts when the previous one finished.
     """
 
-    __slots__ = ("count", "groups", "schema", "single")
+    __slots__ = ("_only", "count", "groups", "schema", "single")
 
     def __init__(self, groups: tuple[tuple[Subscription, ...], ...], schema: Any = None) -> None:
         self.groups = groups
@@ -72,15 +72,19 @@ class Plan:
         self.schema = schema
         # The one plain async handler when that is all there is: emit's fastest path.
         self.single = groups[0][0] if self.count == 1 and groups[0][0].plain else None
+        self._only: dict[bool, Plan] = {}
 
     def only(self, *, broadcast: bool) -> Plan:
         """The same plan restricted to broadcast (or non-broadcast) subscriptions."""
-        groups = tuple(
-            kept
-            for group in self.groups
-            if (kept := tuple(s for s in group if s.broadcast == broadcast))
-        )
-        return Plan(groups, self.schema)
+        plan = self._only.get(broadcast)
+        if plan is None:  # computed once per cached plan, not per received event
+            groups = tuple(
+                kept
+                for group in self.groups
+                if (kept := tuple(s for s in group if s.broadcast == broadcast))
+            )
+            plan = self._only[broadcast] = Plan(groups, self.schema)
+        return plan
 
 
 def _group_by_priority(subs: list[Subscription]) -> tuple[tuple[Subscription, ...], ...]:

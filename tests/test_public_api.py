@@ -31,6 +31,7 @@ EXPECTED_EXPORTS = {
     "current_event",
     "eventbus_api",
     "register_schema",
+    "register_type",
 }
 
 EXPECTED_TESTING_EXPORTS = {

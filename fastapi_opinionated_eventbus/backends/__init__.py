@@ -19,8 +19,21 @@ class RemoteBackend(Protocol):
     after that returned.
     """
 
+    @property
+    def pending_entries(self) -> int:
+        """Entries delivered and not yet acknowledged, as last seen (a metrics gauge)."""
+
+    async def connect(self) -> None:
+        """Connect for publishing and inspection only, without consuming (the CLI)."""
+
     async def start(self) -> None:
         """Connect (retrying up to ``connect_timeout``) and start consuming."""
+
+    def validate(self, envelope: EventEnvelope) -> None:
+        """Raise EventSerializationError now if the event cannot be published."""
+
+    async def pause(self) -> None:
+        """Stop taking new entries (shutdown has begun); in-flight ones finish."""
 
     async def publish(self, envelope: EventEnvelope) -> None:
         """Return once the event is durably stored; raise BackendUnavailable or
@@ -35,3 +48,5 @@ class RemoteBackend(Protocol):
     async def dead_letters(self) -> list[DeadLetter]: ...
 
     async def replay_dead_letters(self) -> EmitResult: ...
+
+    async def purge_dead_letters(self) -> int: ...

@@ -1,0 +1,350 @@
+"""The Redis Streams backend: events cross processes, handlers run once per app.
+
+``await emit()`` returns once Redis stored the event (XADD acknowledged within
+``publish_timeout``, else :class:`BackendUnavailable`). Every process of the app reads the
+events stream through one consumer group, so each event is handled by one process:
+once in the normal case, at least once when processes die or connections drop (make
+handlers idempotent with ``current_event().id``, which is stable across deliveries;
+``current_event().attempt`` is the delivery count). Broadcast subscriptions run in every
+live process, at most once each (see :mod:`.redis_broadcast`).
+
+Keys (``{prefix}`` is a Redis Cluster hash tag): ``{prefix}:events`` and
+``{prefix}:dead``, the dead-letter stream. Every process sharing a group must subscribe
+the same handlers: whichever process reads an event runs all of its handlers there. A
+process with no handlers reads nothing (it may still publish).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from fastapi_opinionated.shared.logger import ns_logger
+from redis.asyncio import Redis
+
+from ..codec import Codec, types
+from ..config import BusSettings
+from ..dead_letters import DeadLetter
+from ..errors import BackendUnavailable
+from ..events import EventEnvelope
+from ..redis_url import mask_url
+from ..results import EmitResult, HandlerFailure
+from .redis_broadcast import BroadcastReader
+from .redis_connection import Backoff, describe_error, is_fatal, is_transient, make_client
+from .redis_consumer import GroupConsumer
+from .redis_dead import EVENT_LEVEL, DeadLetterStream, StoredLetter
+from .redis_keys import StreamKeys, default_prefix
+from .redis_publisher import Publisher
+
+if TYPE_CHECKING:
+    from ..bus import EventBus
+
+__all__ = ["RedisStreamsBackend", "default_prefix"]
+
+logger = ns_logger("EventBus.redis")
+
+# In-flight handlers get this long at shutdown before they are cancelled (and their
+# entries left pending for another consumer): the bus has already drained its own work.
+_STOP_GRACE = 5.0
+
+
+def default_consumer() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class RedisStreamsBackend:
+    """A :class:`~fastapi_opinionated_eventbus.backends.RemoteBackend` on Redis Streams."""
+
+    def __init__(self, bus: EventBus, settings: BusSettings) -> None:
+        self._bus = bus
+        self._settings = settings
+        self.url = settings.redis_url
+        app_name = getattr(bus, "app_name", None)
+        self.keys = StreamKeys(
+            settings.redis_prefix or (default_prefix(app_name) if app_name else "eventbus")
+        )
+        self.consumer = settings.redis_consumer or default_consumer()
+        self.codec = Codec(bus._registry.schema_for, types, refresh=self._register_types)
+        self._client: Redis | None = None
+        self._publisher: Publisher | None = None
+        self._consumer: GroupConsumer | None = None
+        self._broadcast: BroadcastReader | None = None
+        self._dead: DeadLetterStream | None = None
+
+    @property
+    def masked_url(self) -> str:
+        return mask_url(self.url)
+
+    @property
+    def pending_entries(self) -> int:
+        """Entries this process received and has not acknowledged yet (a metrics gauge)."""
+        return self._consumer.unacknowledged if self._consumer is not None else 0
+
+    # ------------------------------------------------------------------ lifecycle
+    async def connect(self) -> None:
+        """Connect for publishing and inspection only: this process joins no consumer
+        group and runs no handlers (CLI tools, producer-only scripts)."""
+        if self._client is not None:
+            return
+        s = self._settings
+        client = make_client(self.url, connect_timeout=s.connect_timeout)
+        try:
+            await self._connect(client)
+        except BaseException:
+            await client.aclose()
+            raise
+        self._client = client
+        self._dead = DeadLetterStream(
+            client,
+            self.keys.dead,
+            self.codec,
+            consumer=self.consumer,
+            max_length=s.max_stream_length,
+        )
+        self._publisher = Publisher(
+            client,
+            self.url,
+            self.keys.events,
+            max_length=s.max_stream_length,
+            timeout=s.publish_timeout,
+        )
+
+    async def start(self) -> None:
+        """Connect (retrying up to connect_timeout), then consume."""
+        if self._consumer is not None:
+            return
+        await self.connect()
+        client, dead, s = self._client, self._dead, self._settings
+        assert client is not None and dead is not None
+        common: dict[str, Any] = {
+            "url": self.url,
+            "stream": self.keys.events,
+            "consumer": self.consumer,
+        }
+        consumer = GroupConsumer(self._bus, client, self.codec, dead, s, **common)
+        broadcast = BroadcastReader(self._bus, client, self.codec, dead, s, **common)
+        try:
+            await consumer.ensure_group()
+            await broadcast.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self._register_types()
+        self._consumer, self._broadcast = consumer, broadcast
+        consumer.start()
+        logger.info(
+            f"Redis Streams backend started: {self.masked_url}, stream {self.keys.events}, "
+            f"group {s.redis_group!r}, consumer {self.consumer!r}"
+        )
+
+    async def _connect(self, client: Redis) -> None:
+        """PING until it answers, with exponential backoff, for up to connect_timeout."""
+        timeout = self._settings.connect_timeout
+        deadline = time.monotonic() + timeout
+        backoff = Backoff(initial=0.1, maximum=2.0)
+        attempts = 0
+        while True:
+            attempts += 1
+            remaining = deadline - time.monotonic()
+            try:
+                async with asyncio.timeout(max(remaining, 0.1)):
+                    await client.ping()
+                return
+            except Exception as exc:
+                error = describe_error(exc, self.url)
+                if is_fatal(exc) or not is_transient(exc):
+                    raise BackendUnavailable(
+                        f"Redis at {self.masked_url} refused the event bus: {error} "
+                        "(check the user name and password in redis_url)"
+                    ) from None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BackendUnavailable(
+                        f"Cannot reach Redis at {self.masked_url}: gave up after "
+                        f"connect_timeout={timeout}s ({attempts} attempts); last error: {error}"
+                    ) from None
+                if attempts == 1:
+                    logger.warning(
+                        f"Redis at {self.masked_url} is not reachable yet ({error}); "
+                        f"retrying for up to {timeout}s"
+                    )
+                await backoff.sleep(limit=remaining)
+
+    async def pause(self) -> None:
+        """Take no new events (shutdown has begun); handlers in flight finish, and
+        publishing goes on while the bus drains its background emits."""
+        if self._broadcast is not None:
+            await self._broadcast.pause()
+        if self._consumer is not None:
+            await self._consumer.pause()
+
+    async def stop(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        grace = min(self._settings.shutdown_timeout, _STOP_GRACE)
+        try:
+            # Readers first: handlers still running may publish events of their own.
+            if self._broadcast is not None:
+                await self._broadcast.stop(grace)
+            if self._consumer is not None:
+                await self._consumer.stop(grace)
+            if self._publisher is not None:
+                await self._publisher.close(grace)
+        finally:
+            self._client = self._publisher = self._dead = None
+            self._consumer = self._broadcast = None
+            await client.aclose()
+            logger.info(f"Redis Streams backend stopped ({self.masked_url})")
+
+    def _register_types(self) -> None:
+        """Models and enums named in handlers' annotations may be rebuilt from events."""
+        for sub in self._bus.subscriptions():
+            types.register_annotations(sub.handler)
+
+    # ------------------------------------------------------------------ publishing
+    def validate(self, envelope: EventEnvelope) -> None:
+        """Raise EventSerializationError now if ``envelope`` cannot be published."""
+        self.codec.encode(envelope)
+
+    async def publish(self, envelope: EventEnvelope) -> None:
+        fields = self.codec.encode(envelope)  # before anything is sent
+        if self._publisher is None:
+            raise BackendUnavailable(
+                f"cannot publish {envelope.name!r}: the Redis backend ({self.masked_url}) is "
+                "not started; start the bus first (`await bus.start()`, which the plugin "
+                "does at app startup)"
+            )
+        await self._publisher.publish(fields, envelope.name)
+
+    # ------------------------------------------------------------------ dead letters
+    def _letters(self) -> DeadLetterStream:
+        if self._dead is None:
+            raise BackendUnavailable(
+                f"the Redis backend ({self.masked_url}) is not started: start the bus first"
+            )
+        return self._dead
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        """The newest ``dead_letter_capacity`` letters of the dead-letter stream, oldest
+        first. Letters whose event does not decode carry a placeholder envelope."""
+        stored = await self._letters().newest(self._settings.dead_letter_capacity)
+        return [s.letter for s in stored]
+
+    async def purge_dead_letters(self) -> int:
+        """Delete the dead-letter stream; returns how many letters it held."""
+        dead = self._letters()
+        count = await dead.count()
+        await dead.purge()
+        return count
+
+    async def replay_dead_letters(self) -> EmitResult:
+        """Run each dead letter's handler again in this process, oldest first.
+
+        A letter about the event as a whole (max deliveries) runs all of its handlers here.
+        A letter leaves the stream once its handlers ran; a handler failing again leaves a
+        new letter. Letters that cannot run here (malformed, or their handler is not
+        subscribed in this process) stay, and are logged. Two processes replaying at once
+        may both run a letter.
+        """
+        dead = self._letters()
+        replayed = 0
+        failures: list[HandlerFailure] = []
+        for stored in await dead.pages():
+            outcome = await self._replay(stored)
+            if outcome is None:
+                continue
+            replayed += 1
+            if outcome.failures:
+                envelope = stored.letter.event
+                letters = [
+                    dead.for_failure(
+                        _fields_of(self.codec, envelope),
+                        stored.entry_id,
+                        DeadLetter.from_exception(envelope, f.handler, f.exception, f.attempts),
+                        reason="handler failed again on replay",
+                    )
+                    for f in outcome.failures
+                ]
+                await dead.add(letters)
+                failures.extend(outcome.failures)
+            await dead.delete(stored.entry_id)
+        return EmitResult(None, replayed, tuple(failures))
+
+    async def _replay(self, stored: StoredLetter) -> EmitResult | None:
+        letter = stored.letter
+        where = f"dead letter {stored.entry_id.decode()} of {letter.event.name!r}"
+        if not stored.replayable:
+            logger.warning(f"{where} not replayed: its entry does not decode ({letter.reason})")
+            return None
+        if letter.handler == EVENT_LEVEL:
+            result = await self._bus.dispatch_received(
+                letter.event.with_attempt(1), broadcast=False
+            )
+            if not result.handled:
+                logger.warning(f"{where} not replayed: no handler of it in this process")
+                return None
+            return result
+        try:
+            return await self._bus.replay_one(letter)
+        except LookupError:
+            logger.warning(f"{where} not replayed: handler {letter.handler} is not subscribed here")
+            return None
+
+    # ------------------------------------------------------------------ health
+    async def health(self) -> dict[str, Any]:
+        report: dict[str, Any] = {
+            "reachable": False,
+            "stream": self.keys.events,
+            "stream_length": None,
+            "pending": None,
+            "lag": None,
+            "dead_letters": None,
+            "group": self._settings.redis_group,
+            "consumer": self.consumer,
+            "in_flight": self._consumer.in_flight if self._consumer is not None else 0,
+            "pending_by_consumer": {},
+            "redis_url": self.masked_url,
+        }
+        client = self._client
+        if client is None:
+            report["error"] = "not started"
+            return report
+        try:
+            async with asyncio.timeout(self._settings.publish_timeout):
+                pipe = client.pipeline(transaction=False)
+                pipe.ping()
+                pipe.xlen(self.keys.events)
+                pipe.xlen(self.keys.dead)
+                pipe.xinfo_groups(self.keys.events)
+                pipe.xpending(self.keys.events, self._settings.redis_group)
+                _, length, dead, groups, summary = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            report["error"] = describe_error(exc, self.url)
+            return report
+        report["reachable"] = True
+        report["stream_length"] = length if isinstance(length, int) else None
+        report["dead_letters"] = dead if isinstance(dead, int) else None
+        for group in groups if isinstance(groups, list) else ():
+            if _text(group.get("name")) == self._settings.redis_group:
+                report["pending"] = group.get("pending")
+                report["lag"] = group.get("lag")  # None before Redis 7
+        if isinstance(summary, dict):
+            report["pending_by_consumer"] = {
+                _text(c["name"]): int(c["pending"]) for c in summary.get("consumers") or ()
+            }
+        return report
+
+
+def _fields_of(codec: Codec, envelope: EventEnvelope) -> dict[bytes, bytes]:
+    try:
+        return codec.encode(envelope)
+    except Exception:  # it decoded from these fields once; be safe anyway
+        return {b"id": envelope.id.encode(), b"name": envelope.name.encode()}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,383 @@
+"""The JSON form of an event crossing a process boundary: never pickle, never eval.
+
+An event becomes three flat fields (readable with ``redis-cli XRANGE``)::
+
+    id    the envelope id: stable across redeliveries (not the stream entry id)
+    name  the event name
+    body  JSON {"v": 1, "args": [...], "kwargs": {...}, "at": <epoch seconds>,
+                "cid": <correlation id or null>, "chain": [...], "trace": {...}}
+
+``trace`` carries the W3C trace context of the emit (with tracing on), so the consuming
+process's handler spans join the emitter's trace.
+
+Values: ``str``, ``int``, ``float``, ``bool``, ``None``, lists and dicts with ``str`` keys
+travel as themselves; a few more types travel as tagged objects ``{"$eb": <tag>, ...}``:
+
+* ``datetime``, ``date``, ``time`` (ISO 8601, time zone kept), ``UUID``, ``Decimal``
+  (as text, exact), ``tuple`` (stays a tuple).
+* Pydantic models: their JSON dump, re-validated on the consuming side with the schema
+  registered for the event name (typed events), else with the model type registered
+  under the tag's stable name (:func:`register_type`, or found in a subscribed handler's
+  annotations). A model type is never imported from a name found in a message. With no
+  type to validate with, the model arrives as the dict of its fields (logged once).
+* Enums: their value, tagged with the enum's stable name. Decoded to the enum member when
+  that enum type is registered (same rules as models), else left as the plain value.
+
+Subclasses of list, tuple, dict, str, int and float arrive as the base type. Anything
+else is refused at emit with :class:`EventSerializationError` naming the argument
+(``args[1]``, ``kwargs['user']['tags'][0]``) and its type, and nothing is published.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+import uuid
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from datetime import date, datetime, time
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from typing import Any
+
+from fastapi_opinionated.shared.logger import ns_logger
+from pydantic import BaseModel, ValidationError
+
+from .errors import EventSerializationError
+from .events import EventEnvelope
+
+__all__ = [
+    "Codec",
+    "MalformedEntry",
+    "TypeRegistry",
+    "register_type",
+    "stable_name",
+    "types",
+]
+
+VERSION = 1
+logger = ns_logger("EventBus.codec")
+
+TAG = "$eb"
+TAG_BYTES = b'"$eb"'
+ID, NAME, BODY = b"id", b"name", b"body"
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+SchemaLookup = Callable[[str], "type[BaseModel] | None"]
+
+
+class MalformedEntry(ValueError):
+    """A received entry that is not an event this codec wrote (or no longer decodes)."""
+
+
+def stable_name(cls: type) -> str:
+    """The name a model or enum type travels under: ``module:qualname``."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+class TypeRegistry:
+    """Model and enum types the consuming side may rebuild, keyed by a stable name."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, type] = {}
+        # Weak: apps rebuilt in one process (tests) re-create their classes.
+        self._names: weakref.WeakKeyDictionary[type, str] = weakref.WeakKeyDictionary()
+
+    def register(self, cls: type, name: str | None = None) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel | Enum)):
+            raise TypeError(f"only pydantic models and enums can be registered, got {cls!r}")
+        key = name or stable_name(cls)
+        self._by_name[key] = cls
+        self._names[cls] = key
+
+    def name_of(self, cls: type) -> str:
+        return self._names.get(cls) or stable_name(cls)
+
+    def get(self, name: str) -> type | None:
+        return self._by_name.get(name)
+
+    def register_annotations(self, handler: Callable[..., Any]) -> None:
+        """Register the models and enums named in ``handler``'s annotations.
+
+        They are types the consuming app imported itself, which is what makes rebuilding
+        them safe. Annotations that cannot be resolved are skipped.
+        """
+        try:
+            hints = typing.get_type_hints(handler)
+        except Exception:  # forward references, a callable object, ...
+            return
+        for hint in hints.values():
+            for cls in _types_in(hint):
+                if cls not in self._names:
+                    self.register(cls)
+
+
+def _types_in(hint: Any) -> Iterator[type]:
+    """Models and enums in an annotation, including inside ``list[...]``, ``X | None``."""
+    if isinstance(hint, type) and issubclass(hint, BaseModel | Enum):
+        yield hint
+    for arg in typing.get_args(hint):
+        yield from _types_in(arg)
+
+
+types = TypeRegistry()
+"""The process-wide registry of model and enum types (see :func:`register_type`)."""
+
+
+def register_type(cls: type, name: str | None = None) -> None:
+    """Let events carry ``cls`` (a Pydantic model or an Enum) between processes.
+
+    Needed only for models and enums that are neither an event's schema nor named in a
+    subscribed handler's annotations. ``name`` defaults to ``module:qualname``; give one
+    when the producing and the consuming code import the type under different modules.
+    """
+    types.register(cls, name)
+
+
+class _Refused(Exception):
+    """An unencodable value; ``path`` grows while the error unwinds to the argument."""
+
+    def __init__(self, value: object, problem: str = "") -> None:
+        self.value = value
+        self.problem = problem
+        self.path: list[str] = []
+
+
+class Codec:
+    """Encodes envelopes to stream fields and back, for one bus."""
+
+    def __init__(
+        self,
+        schema_for: SchemaLookup,
+        registry: TypeRegistry = types,
+        refresh: Callable[[], None] | None = None,
+    ) -> None:
+        """``schema_for(name)``: the schema of an event name; ``refresh()``: register more
+        types (e.g. from handlers subscribed since), tried once per unknown type name."""
+        self._schema_for = schema_for
+        self._types = registry
+        self._refresh = refresh
+        self._unknown: set[str] = set()
+
+    # ------------------------------------------------------------------ encoding
+    def encode(self, envelope: EventEnvelope) -> dict[bytes, bytes]:
+        """The stream fields of ``envelope``; raises EventSerializationError."""
+        args = envelope._args
+        kwargs = envelope._kwargs
+        try:
+            where = "args"
+            encoded_args = [self._value(a, i) for i, a in enumerate(args)]
+            where = "kwargs"
+            encoded_kwargs = self._dict(kwargs) if kwargs else {}
+        except _Refused as refused:
+            path = where + "".join(f"[{p}]" for p in reversed(refused.path))
+            problem = refused.problem or (
+                f"is a {_type_name(refused.value)}, which cannot be sent to another process"
+            )
+            raise EventSerializationError(
+                f"Event {envelope.name!r}: {path} {problem}. Events crossing processes are "
+                "JSON: use JSON types, datetime, date, time, UUID, Decimal, Enum or pydantic "
+                "models (nothing was published)"
+            ) from None
+        body = {
+            "v": VERSION,
+            "args": encoded_args,
+            "kwargs": encoded_kwargs,
+            "at": envelope.emitted_at_timestamp,
+            # The explicit one only: a root event's default (its own id) is rebuilt as is.
+            "cid": envelope._correlation_id,
+            "chain": list(envelope.chain),
+            "trace": envelope.trace_context or {},
+        }
+        return {
+            ID: envelope.id.encode(),
+            NAME: envelope.name.encode(),
+            BODY: json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
+        }
+
+    def _value(self, value: Any, key: int | str) -> Any:
+        # ``key`` names this value in its parent, for the error message only.
+        try:
+            kind = type(value)
+            if kind in _PLAIN:
+                return value
+            if kind is list:
+                return [self._value(item, i) for i, item in enumerate(value)]
+            if kind is dict:
+                return self._dict(value)
+            return self._other(value)
+        except _Refused as refused:
+            refused.path.append(str(key))
+            raise
+
+    def _dict(self, value: Mapping[Any, Any]) -> Any:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise _Refused(
+                    value, f"has the {_type_name(k)} key {k!r}: JSON object keys must be str"
+                )
+            out[k] = self._value(v, repr(k))
+        if TAG in out:  # a user's own "$eb" key: escape, so it is not read as a tag
+            return {TAG: "dict", "v": [[k, v] for k, v in out.items()]}
+        return out
+
+    def _other(self, value: Any) -> Any:
+        # Enum before str/int: StrEnum and IntEnum members are str and int too.
+        if isinstance(value, Enum):
+            name = self._types.name_of(type(value))
+            return {TAG: "enum", "type": name, "v": self._value(value.value, "value")}
+        if isinstance(value, BaseModel):
+            try:
+                dumped = value.model_dump_json(
+                    by_alias=True, round_trip=True, exclude_computed_fields=True
+                )
+            except Exception as exc:  # pydantic's serialization error
+                problem = f"is a {_type_name(value)} that cannot be dumped: {exc}"
+                raise _Refused(value, problem) from None
+            return {TAG: "model", "type": self._types.name_of(type(value)), "json": dumped}
+        if isinstance(value, datetime):
+            return {TAG: "datetime", "v": value.isoformat()}
+        if isinstance(value, date):
+            return {TAG: "date", "v": value.isoformat()}
+        if isinstance(value, time):
+            return {TAG: "time", "v": value.isoformat()}
+        if isinstance(value, uuid.UUID):
+            return {TAG: "uuid", "v": str(value)}
+        if isinstance(value, Decimal):
+            return {TAG: "decimal", "v": str(value)}
+        if isinstance(value, tuple):
+            return {TAG: "tuple", "v": [self._value(item, i) for i, item in enumerate(value)]}
+        if isinstance(value, list):
+            return [self._value(item, i) for i, item in enumerate(value)]
+        if isinstance(value, dict):
+            return self._dict(value)
+        if isinstance(value, bool | int):
+            return int(value)
+        if isinstance(value, float):
+            return float(value)
+        if isinstance(value, str):
+            return str(value)
+        raise _Refused(value)
+
+    # ------------------------------------------------------------------ decoding
+    def decode(self, fields: Mapping[bytes, bytes], *, attempt: int = 1) -> EventEnvelope:
+        """The envelope of a stream entry, at ``attempt``; raises MalformedEntry."""
+        try:
+            event_id = fields[ID].decode()
+            name = fields[NAME].decode()
+            raw_body = fields[BODY]
+        except KeyError as exc:
+            raise MalformedEntry(f"missing field {exc.args[0]!r}") from None
+        except UnicodeDecodeError as exc:
+            raise MalformedEntry(f"a field is not UTF-8: {exc}") from None
+        if not event_id or not name:
+            raise MalformedEntry("empty event id or name")
+        schema = self._schema_for(name)
+        try:
+            if TAG_BYTES in raw_body:
+                body = json.loads(raw_body, object_hook=lambda obj: self._tagged(obj, schema))
+            else:  # nothing tagged (at most a string with "$eb" in it looks tagged here)
+                body = json.loads(raw_body)
+        except MalformedEntry:
+            raise
+        except ValidationError as exc:
+            raise MalformedEntry(f"a model no longer validates: {exc}") from None
+        except (ValueError, TypeError, KeyError, InvalidOperation) as exc:
+            raise MalformedEntry(f"bad body: {type(exc).__name__}: {exc}") from None
+        try:
+            if body.get("v") != VERSION:
+                raise MalformedEntry(f"unknown codec version {body.get('v')!r}")
+            args, kwargs, at = body["args"], body["kwargs"], body["at"]
+            chain, cid, trace = body.get("chain", []), body.get("cid"), body.get("trace", {})
+            if not (
+                isinstance(args, list)
+                and isinstance(kwargs, dict)
+                and isinstance(at, int | float)
+                and isinstance(chain, list)
+                and all(isinstance(c, str) for c in chain)
+                and (cid is None or isinstance(cid, str))
+                and isinstance(trace, dict)
+            ):
+                raise MalformedEntry("body fields of the wrong type")
+        except (AttributeError, KeyError) as exc:
+            raise MalformedEntry(f"body is not an event: {type(exc).__name__}: {exc}") from None
+        return EventEnvelope(
+            name,
+            tuple(args),
+            kwargs,
+            correlation_id=cid,
+            chain=tuple(chain),
+            attempt=attempt,
+            event_id=event_id,
+            emitted_at=float(at),
+            trace={str(k): str(v) for k, v in trace.items()} or None,
+        )
+
+    def _tagged(self, obj: dict[str, Any], schema: type[BaseModel] | None) -> Any:
+        tag = obj.get(TAG)
+        if tag is None:
+            return obj
+        if tag == "datetime":
+            return datetime.fromisoformat(obj["v"])
+        if tag == "date":
+            return date.fromisoformat(obj["v"])
+        if tag == "time":
+            return time.fromisoformat(obj["v"])
+        if tag == "uuid":
+            return uuid.UUID(obj["v"])
+        if tag == "decimal":
+            return Decimal(obj["v"])
+        if tag == "tuple":
+            return tuple(obj["v"])
+        if tag == "dict":
+            return {k: v for k, v in obj["v"]}
+        if tag == "model":
+            return self._model(obj["type"], obj["json"], schema)
+        if tag == "enum":
+            return self._enum(obj["type"], obj["v"])
+        raise MalformedEntry(f"unknown value tag {tag!r}")
+
+    def _model(self, name: str, dumped: str, schema: type[BaseModel] | None) -> Any:
+        if schema is not None and name == stable_name(schema):
+            return schema.model_validate_json(dumped)
+        cls = self._resolve(name, quiet=schema is not None)
+        if cls is None and schema is not None:
+            # A typed event whose model travelled under another name: its schema is the
+            # authority on the payload.
+            cls = schema
+        if isinstance(cls, type) and issubclass(cls, BaseModel):
+            return cls.model_validate_json(dumped)
+        return json.loads(dumped)
+
+    def _enum(self, name: str, value: Any) -> Any:
+        cls = self._resolve(name)
+        if isinstance(cls, type) and issubclass(cls, Enum):
+            return cls(value)
+        return value
+
+    def _resolve(self, name: str, *, quiet: bool = False) -> type | None:
+        cls = self._types.get(name)
+        if cls is not None or name in self._unknown:
+            return cls
+        if self._refresh is not None:
+            self._refresh()
+            cls = self._types.get(name)
+        if cls is None:
+            self._unknown.add(name)
+            if not quiet:
+                logger.warning(
+                    f"Received a value of type {name!r}, which is not registered in this "
+                    "process: it is passed on as plain data. Register it with "
+                    "fastapi_opinionated_eventbus.codec.register_type() (or name it in a "
+                    "handler's annotations)."
+                )
+        return cls
+
+
+def _type_name(value: object) -> str:
+    kind = type(value)
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"

@@ -1,0 +1,130 @@
+"""Helpers of the Redis tests: private redis-servers, polling, worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent.parent
+SCRIPT = REPO_ROOT / "scripts" / "redis-server.sh"
+WORKER = HERE / "worker.py"
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A private redis-server, driven through scripts/redis-server.sh."""
+
+    def __init__(self, directory: Path, *, appendonly: bool = False, password: str = "") -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.appendonly = appendonly
+        self.password = password
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def url_with_password(self, password: str) -> str:
+        return f"redis://:{password}@127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = ["--appendonly"] if self.appendonly else []
+        if self.password:
+            args += ["--requirepass", self.password]
+        subprocess.run(
+            ["bash", str(SCRIPT), "start", str(self.port), str(self.directory), *args],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+
+    def stop(self) -> None:
+        subprocess.run(
+            ["bash", str(SCRIPT), "stop", str(self.port), str(self.directory)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 30.0, what: str = "condition"
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+class Worker:
+    """A worker process (tests/redis/worker.py) running a bus with recording handlers."""
+
+    def __init__(self, url: str, prefix: str, name: str, log_dir: Path, **options: Any) -> None:
+        self.url, self.prefix, self.name = url, prefix, name
+        self.options = options
+        self.log = log_dir / f"worker-{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        config = {"url": self.url, "prefix": self.prefix, "name": self.name, **self.options}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [PYTHON, str(WORKER), json.dumps(config)],
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    async def ready(self, client: aioredis.Redis, timeout: float = 30.0) -> None:
+        async def check() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"worker {self.name} exited early:\n{self.output()}")
+            return bool(await client.get(f"{self.prefix}:ready:{self.name}"))
+
+        await eventually(check, timeout=timeout, what=f"worker {self.name} to be ready")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> int | None:
+        """SIGTERM and wait (SIGKILL after a while); returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return self.proc.returncode

@@ -1,0 +1,182 @@
+"""The Redis backend through real fastapi-opinionated apps: in process, and under
+``uvicorn --workers 2``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from redis_support import REPO_ROOT, eventually, free_port
+
+from fastapi_opinionated_eventbus import EventBus
+from fastapi_opinionated_eventbus.testing import running
+
+# Handlers record in Redis: the URL and prefix come from the EVENTBUS_* environment (the
+# uvicorn workers) or are baked in by the test.
+HANDLERS = """
+    from __future__ import annotations
+
+    import os
+
+    import redis.asyncio as aioredis
+
+    from fastapi_opinionated_eventbus import OnInternalEvent, current_event
+
+    URL = {url!r} or os.environ["EVENTBUS_REDIS_URL"]
+    PREFIX = {prefix!r} or os.environ["EVENTBUS_REDIS_PREFIX"]
+
+
+    @OnInternalEvent("order.placed")
+    async def record(order: dict) -> None:
+        async with aioredis.from_url(URL) as client:
+            pipe = client.pipeline(transaction=False)
+            pipe.hincrby(f"{{PREFIX}}:handled", current_event().id, 1)
+            pipe.rpush(f"{{PREFIX}}:pids", os.getpid())
+            await pipe.execute()
+"""
+
+CONTROLLER = """
+    from __future__ import annotations
+
+    from fastapi_opinionated.decorators.routing import Controller, Post
+
+    from fastapi_opinionated_eventbus import eventbus_api
+
+
+    @Controller("/orders")
+    class Orders:
+        @Post("/{order_id}")
+        async def place(self, order_id: int) -> dict[str, object]:
+            result = await eventbus_api().emit("order.placed", {"id": order_id})
+            return {"event_id": result.event_id, "published": result.published}
+"""
+
+MAIN = """
+from fastapi_opinionated.app import App
+
+from fastapi_opinionated_eventbus import EventBusPlugin
+
+App.configurePlugin(EventBusPlugin())  # options from EVENTBUS_* variables
+app = App.create(title="Orders")
+"""
+
+
+def orders_app(app_dir: Callable[..., Path], url: str = "", prefix: str = "") -> Path:
+    return app_dir(
+        {
+            "orders/handlers.py": HANDLERS.format(url=url, prefix=prefix),
+            "orders/controller.py": CONTROLLER,
+        }
+    )
+
+
+async def handled(redis: aioredis.Redis, prefix: str) -> dict[str, int]:
+    counts = await redis.hgetall(f"{prefix}:handled")
+    return {key.decode(): int(value) for key, value in counts.items()}
+
+
+async def test_a_route_emits_and_the_apps_consumer_handles_it(
+    eventbus_app_factory: Callable[..., Any],
+    app_dir: Callable[..., Path],
+    redis_url: str,
+    prefix: str,
+    redis: aioredis.Redis,
+) -> None:
+    root = orders_app(app_dir, redis_url, prefix)
+    app = eventbus_app_factory(root, backend="redis", redis_url=redis_url, redis_prefix=prefix)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        running(app),
+        httpx.AsyncClient(transport=transport, base_url="http://app") as client,
+    ):
+        response = await client.post("/orders/7")
+        assert response.status_code == 200
+        body = response.json()
+        assert body["published"] is True
+
+        async def done() -> dict[str, int]:
+            return await handled(redis, prefix)
+
+        assert await eventually(done, what="the handler") == {body["event_id"]: 1}
+
+
+def test_the_default_prefix_comes_from_the_app_title() -> None:
+    bus = EventBus(backend="redis", app_name="Orders API")
+    assert bus.backend is not None
+    assert bus.backend.keys.events == "{orders-api}:events"  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def uvicorn_app(
+    app_dir: Callable[..., Path], redis_url: str, prefix: str, tmp_path: Path
+) -> Iterator[str]:
+    """The orders app under ``uvicorn --workers 2`` on a free port; its base URL."""
+    root = orders_app(app_dir)
+    (root / "main.py").write_text(MAIN)
+    port = free_port()
+    env = {
+        **os.environ,
+        "EVENTBUS_BACKEND": "redis",
+        "EVENTBUS_REDIS_URL": redis_url,
+        "EVENTBUS_REDIS_PREFIX": prefix,
+        "PYTHONPATH": os.pathsep.join([str(root), str(REPO_ROOT)]),
+    }
+    log = tmp_path / "uvicorn.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "uvicorn", "main:app", "--workers", "2"),
+                *("--host", "127.0.0.1", "--port", str(port)),
+            ],
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+        if server.returncode not in (0, -signal.SIGTERM):
+            print(log.read_text(errors="replace"))
+
+
+async def test_uvicorn_workers_handle_each_event_exactly_once(
+    uvicorn_app: str, redis: aioredis.Redis, prefix: str
+) -> None:
+    async with httpx.AsyncClient(base_url=uvicorn_app, timeout=10) as client:
+
+        async def up() -> bool:
+            try:
+                return (await client.get("/openapi.json")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(up, timeout=60, what="uvicorn to serve")
+        sent = []
+        for order_id in range(60):
+            response = await client.post(f"/orders/{order_id}")
+            assert response.status_code == 200, response.text
+            sent.append(response.json()["event_id"])
+
+    async def all_handled() -> dict[str, int] | None:
+        counts = await handled(redis, prefix)
+        return counts if len(counts) >= len(sent) else None
+
+    counts = await eventually(all_handled, timeout=60, what="every event handled")
+    assert set(counts) == set(sent)
+    assert set(counts.values()) == {1}, "an event was handled twice"
+    assert await redis.llen(f"{prefix}:pids") == len(sent)

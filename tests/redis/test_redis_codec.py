@@ -1,0 +1,247 @@
+"""The JSON codec: what crosses a process boundary, and what is refused."""
+
+from __future__ import annotations
+
+import enum
+import json
+import uuid
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from fastapi_opinionated_eventbus import EventSerializationError, TypedEvent
+from fastapi_opinionated_eventbus.codec import Codec, MalformedEntry, TypeRegistry
+from fastapi_opinionated_eventbus.events import EventEnvelope
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class Address(BaseModel):
+    city: str
+    since: date
+
+
+class User(BaseModel):
+    id: int
+    name: str
+    address: Address
+    tags: list[str] = []
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: int
+
+    @property
+    def doubled(self) -> int:
+        return self.value * 2
+
+
+class UserCreated(TypedEvent):
+    __event_name__: ClassVar[str] = "user.created"
+    id: int
+    when: datetime
+
+
+def codec(schemas: dict[str, type[BaseModel]] | None = None, **kw: Any) -> Codec:
+    return Codec((schemas or {}).get, **kw)
+
+
+def round_trip(c: Codec, *args: Any, name: str = "thing.happened", **kwargs: Any) -> Any:
+    envelope = EventEnvelope(name, args, kwargs)
+    decoded = c.decode(c.encode(envelope))
+    assert decoded.id == envelope.id and decoded.name == name
+    return decoded
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        0,
+        -(2**70),
+        1.5,
+        "text with ünïcode and \"quotes\" and '$eb'",
+        [1, [2, [3]]],
+        {"nested": {"list": [1, "a", None]}},
+        {"$eb": "a user's own key", "v": 1},  # must not be read as a tag
+        (1, "two", (3.0,)),
+        datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC),
+        datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=-3))),
+        datetime(2024, 5, 6, 7, 8, 9),  # naive stays naive
+        date(2024, 2, 29),
+        time(23, 59, 1),
+        uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        Decimal("12345678901234567890.000000001"),
+    ],
+)
+def test_values_round_trip_with_their_type(value: Any) -> None:
+    decoded = round_trip(codec(), value, key=[value])
+    assert decoded.args == (value,)
+    assert type(decoded.args[0]) is type(value)
+    assert decoded.kwargs == {"key": [value]}
+
+
+def test_envelope_metadata_round_trips() -> None:
+    c = codec()
+    envelope = EventEnvelope(
+        "order.paid",
+        (1,),
+        {},
+        correlation_id="req-42",
+        chain=("order.created", "payment.settled"),
+        trace={"traceparent": "00-abc-def-01"},
+    )
+    decoded = c.decode(c.encode(envelope), attempt=3)
+    assert decoded.id == envelope.id
+    assert decoded.correlation_id == "req-42"
+    assert decoded.chain == ("order.created", "payment.settled")
+    assert decoded.emitted_at_timestamp == envelope.emitted_at_timestamp
+    assert decoded.trace_context == {"traceparent": "00-abc-def-01"}
+    assert decoded.attempt == 3
+
+
+def test_the_entry_is_plain_json_text() -> None:
+    fields = codec().encode(EventEnvelope("a.b", (uuid.uuid4(), Color.RED), {"n": 1}))
+    assert set(fields) == {b"id", b"name", b"body"}
+    body = json.loads(fields[b"body"])
+    assert body["kwargs"] == {"n": 1} and body["v"] == 1
+
+
+def test_enums_are_rebuilt_when_registered_else_stay_values() -> None:
+    registry = TypeRegistry()
+    producer = codec(registry=registry)
+    fields = producer.encode(EventEnvelope("a.b", (Color.BLUE, Level.HIGH), {}))
+    assert codec(registry=TypeRegistry()).decode(fields).args == ("blue", 2)
+    registry.register(Color)
+    registry.register(Level)
+    decoded = codec(registry=registry).decode(fields).args
+    assert decoded == (Color.BLUE, Level.HIGH)
+    assert type(decoded[1]) is Level
+
+
+def test_a_typed_event_is_revalidated_with_the_schema_of_its_name() -> None:
+    c = codec({"user.created": UserCreated}, registry=TypeRegistry())
+    event = UserCreated(id=7, when=datetime(2024, 1, 1, tzinfo=UTC))
+    decoded = round_trip(c, event, name="user.created")
+    assert decoded.args == (event,)
+    assert type(decoded.args[0]) is UserCreated
+
+
+def test_models_come_from_the_registry_by_stable_name_never_by_import() -> None:
+    user = User(id=1, name="Jane", address=Address(city="Oslo", since=date(2020, 1, 2)))
+    registry = TypeRegistry()
+    registry.register(User)
+    decoded = round_trip(codec(registry=registry), user, users=[user])
+    assert decoded.args == (user,) and decoded.kwargs == {"users": [user]}
+    # Unknown on the consuming side: the fields arrive as plain data.
+    plain = round_trip(codec(registry=TypeRegistry()), user)
+    assert plain.args == (json.loads(user.model_dump_json()),)
+
+
+def test_a_forged_type_name_cannot_import_anything() -> None:
+    c = codec(registry=TypeRegistry())
+    body = {
+        "v": 1,
+        "args": [{"$eb": "model", "type": "os:system", "json": '{"command": "true"}'}],
+        "kwargs": {},
+        "at": 0,
+        "chain": [],
+    }
+    fields = {b"id": b"x-1", b"name": b"a.b", b"body": json.dumps(body).encode()}
+    assert c.decode(fields).args == ({"command": "true"},)
+
+
+def test_handler_annotations_register_their_models() -> None:
+    registry = TypeRegistry()
+
+    def handler(user: User, colors: list[Color] | None = None) -> None: ...
+
+    registry.register_annotations(handler)
+    assert registry.get("test_redis_codec:User") is User
+    assert registry.get("test_redis_codec:Color") is Color
+
+
+def test_computed_properties_do_not_break_strict_models() -> None:
+    registry = TypeRegistry()
+    registry.register(Strict)
+    assert round_trip(codec(registry=registry), Strict(value=2)).args == (Strict(value=2),)
+
+
+class Opaque:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "where", "type_name"),
+    [
+        ((1, {2}), {}, "args[1]", "set"),
+        ((), {"user": Opaque()}, "kwargs['user']", "test_redis_codec.Opaque"),
+        (({"a": [1, b"raw"]},), {}, "args[0]['a'][1]", "bytes"),
+        (([timedelta(1)],), {}, "args[0][0]", "datetime.timedelta"),
+        ((), {"f": lambda: None}, "kwargs['f']", "function"),
+    ],
+)
+def test_unsupported_values_are_refused_naming_the_argument(
+    args: tuple[Any, ...], kwargs: dict[str, Any], where: str, type_name: str
+) -> None:
+    with pytest.raises(EventSerializationError) as caught:
+        codec().encode(EventEnvelope("a.b", args, kwargs))
+    message = str(caught.value)
+    assert f"{where} is a {type_name}," in message
+    assert "nothing was published" in message
+
+
+def test_non_string_dict_keys_are_refused() -> None:
+    with pytest.raises(EventSerializationError, match=r"args\[0\] has the int key 1"):
+        codec().encode(EventEnvelope("a.b", ({1: "one"},), {}))
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {b"name": b"a.b", b"body": b"{}"},
+        {b"id": b"x", b"name": b"a.b"},
+        {b"id": b"x", b"name": b"a.b", b"body": b"not json"},
+        {b"id": b"x", b"name": b"a.b", b"body": b"[1, 2]"},
+        {b"id": b"x", b"name": b"a.b", b"body": b'{"v": 99, "args": [], "kwargs": {}, "at": 0}'},
+        {b"id": b"x", b"name": b"a.b", b"body": b'{"v": 1, "args": {}, "kwargs": {}, "at": 0}'},
+        {b"id": b"x", b"name": b"\xff\xfe", b"body": b"{}"},
+        {
+            b"id": b"x",
+            b"name": b"a.b",
+            b"body": b'{"v": 1, "args": [{"$eb": "pickle", "v": "x"}], "kwargs": {}, "at": 0}',
+        },
+        {
+            b"id": b"x",
+            b"name": b"a.b",
+            b"body": b'{"v": 1, "args": [{"$eb": "datetime", "v": "nope"}], "kwargs": {}, "at": 0}',
+        },
+    ],
+)
+def test_malformed_entries_are_reported_not_crashing(fields: dict[bytes, bytes]) -> None:
+    with pytest.raises(MalformedEntry):
+        codec().decode(fields)
+
+
+def test_a_model_that_no_longer_validates_is_malformed() -> None:
+    registry = TypeRegistry()
+    registry.register(User)
+    fields = codec(registry=registry).encode(
+        EventEnvelope("a.b", (Strict(value=1),), {})
+    )  # travels as test_redis_codec:Strict
+    registry.register(User, name="test_redis_codec:Strict")  # a different model under it
+    with pytest.raises(MalformedEntry, match="no longer validates"):
+        codec(registry=registry).decode(fields)
