@@ -1,0 +1,435 @@
+"""What the CLI learns from an app directory: its enabled plugins and declared handlers.
+
+Handlers are discovered the way the core's own ``fastapi-opinionated list handlers`` does
+it (metadata mode): enabled plugins are instantiated but not enabled, then every module
+under ``app/domains`` is imported, which runs the ``@OnInternalEvent`` declarations.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import dataclasses
+import functools
+import inspect
+import logging
+import os
+import re
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import declarations
+from .bus import EventBus
+from .config import BusSettings, load_settings
+from .declarations import HANDLERS, PLUGIN_NAME
+from .errors import ConfigurationError
+from .plugin import PLUGIN_PATH
+from .redis_url import mask_url, scrub
+from .retry import RetryPolicy
+
+__all__ = [
+    "ENABLED_FILE",
+    "ENABLE_COMMAND",
+    "CliError",
+    "HandlerInfo",
+    "Target",
+    "discover_handlers",
+    "enabled_plugins",
+    "load_target",
+    "one_line",
+    "open_bus",
+    "pending_per_consumer",
+    "ping_redis",
+    "redis_app_name",
+    "require_app_root",
+    "settings_from_env",
+    "with_bus",
+]
+
+ENABLED_FILE = Path(".fastapi_opinionated") / "enabled_plugins.py"
+DOMAINS_DIR = Path("app") / "domains"
+ENABLE_COMMAND = f"fastapi-opinionated plugins enable {PLUGIN_PATH}"
+
+
+class CliError(Exception):
+    """A problem the user can fix: printed as one line on stderr, exit code 2."""
+
+
+def require_app_root(root: Path) -> Path:
+    if not (root / DOMAINS_DIR).is_dir():
+        raise CliError(
+            f"{root} is not a fastapi-opinionated app directory (no {DOMAINS_DIR}/): "
+            "run this in the app's root"
+        )
+    return root
+
+
+# ====================================================================== enabled plugins
+def enabled_plugins(root: Path) -> list[str]:
+    """``ENABLED_PLUGINS`` of the app, read as the core reads it (executed, not parsed)."""
+    path = root / ENABLED_FILE
+    if not path.is_file():
+        return []
+    namespace: dict[str, Any] = {}
+    try:
+        exec(compile(path.read_text(), str(path), "exec"), namespace)
+    except Exception as exc:
+        raise CliError(f"cannot read {ENABLED_FILE}: {type(exc).__name__}: {exc}") from None
+    listed = namespace.get("ENABLED_PLUGINS", [])
+    return [str(item) for item in listed] if isinstance(listed, list | tuple) else []
+
+
+def reexport_paths(listed: list[str]) -> list[str]:
+    """Entries naming the plugin through a re-export: the core drops their configuration,
+    because it looks the configuration up by the defining module's path."""
+    return [
+        p
+        for p in listed
+        if p != PLUGIN_PATH
+        and p.startswith("fastapi_opinionated_eventbus")
+        and p.endswith(".EventBusPlugin")
+    ]
+
+
+def plugin_enabled(listed: list[str]) -> bool:
+    return PLUGIN_PATH in listed or bool(reexport_paths(listed))
+
+
+def require_plugin_enabled(root: Path) -> None:
+    if not plugin_enabled(enabled_plugins(root)):
+        raise CliError(f"the EventBus plugin is not enabled in this app: run `{ENABLE_COMMAND}`")
+
+
+# ====================================================================== settings
+def settings_from_env() -> BusSettings:
+    """The bus options from ``EVENTBUS_*`` variables (``main.py``'s options are not read:
+    importing it would build and start the whole app)."""
+    try:
+        return load_settings()
+    except ConfigurationError as exc:
+        raise CliError(str(exc)) from None
+
+
+async def ping_redis(url: str, timeout: float = 2.0) -> str | None:
+    """None when Redis answers PING within ``timeout`` seconds, else why not (masked)."""
+    try:
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+    except ImportError:
+        return "redis-py is not installed: install fastapi-opinionated-eventbus[redis]"
+    try:
+        # No retries: a refused connection is the answer, not something to wait out.
+        client = aioredis.from_url(
+            url,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+    except ValueError as exc:
+        return f"invalid Redis URL {mask_url(url)}: {scrub(str(exc), url)}"
+    try:
+        async with asyncio.timeout(timeout):
+            await client.ping()
+    except Exception as exc:
+        reason = scrub(str(exc) or type(exc).__name__, url)
+        return f"Redis at {mask_url(url)} is unreachable: {type(exc).__name__}: {reason}"
+    finally:
+        await client.aclose()
+    return None
+
+
+async def pending_per_consumer(url: str, stream: str, group: str) -> dict[str, int]:
+    """Entries delivered to each consumer of ``group`` and not acknowledged (XPENDING)."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
+    try:
+        summary = await client.xpending(stream, group)
+    except Exception:  # no stream or no group yet: nothing is pending
+        return {}
+    finally:
+        await client.aclose()
+    consumers = (summary.get("consumers") or []) if isinstance(summary, dict) else []
+    return {_text(c["name"]): int(c["pending"]) for c in consumers}
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def redis_app_name(root: Path, settings: BusSettings) -> str | None:
+    """The ``app_name`` to give the bus so that its Redis keys are the app's.
+
+    The backend derives its key prefix from the app's title (``App.create(title=...)``),
+    unless ``redis_prefix`` is set. The CLI never builds the app, so it reads the title
+    from ``main.py`` statically.
+    """
+    if settings.redis_prefix:
+        return None
+    title = app_title(root)
+    if title is None:
+        raise CliError(
+            "cannot tell which Redis keys the app uses: main.py has no App.create() with a "
+            "literal title; set EVENTBUS_REDIS_PREFIX"
+        )
+    return title
+
+
+def app_title(root: Path) -> str | None:
+    """The title ``main.py`` passes to ``App.create()``; None when it cannot be read."""
+    try:
+        tree = ast.parse((root / "main.py").read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "create"
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "App"
+        ):
+            return _title_argument(node)
+    return None
+
+
+def _title_argument(call: ast.Call) -> str | None:
+    for keyword in call.keywords:
+        if keyword.arg is None:  # App.create(**options): could hold a title
+            return None
+        if keyword.arg == "title":
+            value = keyword.value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                return value.value
+            return None
+    return "FastAPI"  # FastAPI's default title
+
+
+# ====================================================================== discovery
+@dataclass(frozen=True, slots=True)
+class HandlerInfo:
+    """One ``@OnInternalEvent`` declaration, as the CLI shows it."""
+
+    event: str
+    handler: str
+    is_async: bool
+    is_pattern: bool
+    file: str | None
+    line: int | None
+    priority: int
+    retry: RetryPolicy | None
+    timeout: float | None
+    broadcast: bool
+    schema: str | None
+    schema_class: str | None = dataclasses.field(default=None, compare=False)
+
+    @property
+    def location(self) -> str:
+        if self.file is None:
+            return "?"
+        return self.file if self.line is None else f"{self.file}:{self.line}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event": self.event,
+            "pattern": self.is_pattern,
+            "handler": self.handler,
+            "is_async": self.is_async,
+            "file": self.file,
+            "line": self.line,
+            "priority": self.priority,
+            "retry": None if self.retry is None else dataclasses.asdict(self.retry),
+            "timeout": self.timeout,
+            "broadcast": self.broadcast,
+            "schema": self.schema,
+        }
+
+
+def discover_handlers(root: Path) -> list[HandlerInfo]:
+    """Import ``app/domains`` in the core's metadata mode; return the declared handlers."""
+    _make_importable(root)
+    from fastapi_opinionated.app import App
+    from fastapi_opinionated.registry.plugin import PluginRegistry
+    from fastapi_opinionated.registry.plugin_store import PluginRegistryStore
+    from fastapi_opinionated.routing.registry import RouterRegistry
+
+    PluginRegistry.metadata_scanning = True
+    try:
+        App._load_enabled_plugins(metadata_only=True)
+        RouterRegistry.load(str(DOMAINS_DIR))
+    except Exception as exc:
+        raise CliError(f"cannot import the app's modules: {describe_failure(exc, root)}") from None
+    finally:
+        PluginRegistry.metadata_scanning = False
+    entries = PluginRegistryStore.get(PLUGIN_NAME).get(HANDLERS, [])
+    return [_info(entry, root) for entry in entries]
+
+
+def _make_importable(root: Path) -> None:
+    # Like `uvicorn main:app` run in the app root: `import app.domains...` must resolve.
+    path = str(root)
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+
+def describe_failure(exc: BaseException, root: Path) -> str:
+    """``Type: message (file:line)``, the line being the app's own frame nearest the error."""
+    where = None
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f"{relative(exc.filename, root)}:{exc.lineno}"
+    else:
+        for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+            if _inside(frame.filename, root):
+                where = f"{relative(frame.filename, root)}:{frame.lineno}"
+                break
+    message = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return f"{message} ({where})" if where else message
+
+
+def _info(entry: dict[str, Any], root: Path) -> HandlerInfo:
+    sub = entry["subscription"]
+    file, line = source_location(sub.handler, root)
+    schema = entry.get("schema")
+    return HandlerInfo(
+        event=sub.event,
+        handler=sub.name,
+        is_async=sub.is_async,
+        is_pattern=sub.is_pattern,
+        file=file,
+        line=line,
+        priority=sub.priority,
+        retry=sub.retry,
+        timeout=sub.timeout,
+        broadcast=sub.broadcast,
+        schema=None if schema is None else f"{schema.__module__}:{schema.__qualname__}",
+        schema_class=None if schema is None else schema.__name__,
+    )
+
+
+def source_location(handler: Callable[..., Any], root: Path) -> tuple[str | None, int | None]:
+    """Where a handler is defined: for a decorated function, its first decorator's line."""
+    target: Any = inspect.unwrap(handler)
+    while isinstance(target, functools.partial):
+        target = target.func
+    code = getattr(target, "__code__", None)
+    if code is None:  # an object with __call__
+        call = type(target).__dict__.get("__call__")
+        code = getattr(call, "__code__", None)
+    if code is None:
+        return None, None
+    return relative(code.co_filename, root), code.co_firstlineno
+
+
+def relative(filename: str, root: Path) -> str:
+    return os.path.relpath(filename, root) if _inside(filename, root) else filename
+
+
+def _inside(filename: str, root: Path) -> bool:
+    try:
+        Path(filename).resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return ".venv" not in Path(filename).parts
+
+
+def configure_core_logs(*, verbose: bool, plain: bool) -> None:
+    """Quieter, and optionally colourless, core logs on stderr.
+
+    The core sets the root logger to INFO at import ("Imported module: ..." for every
+    module) and its formatter always writes ANSI colours, even with ``NO_COLOR``.
+    """
+    import fastapi_opinionated.shared.logger  # noqa: F401 - installs the core's handlers
+
+    root_logger = logging.getLogger()
+    root_logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    if plain:
+        for handler in root_logger.handlers:
+            if handler.formatter is not None and not isinstance(handler.formatter, _Plain):
+                handler.setFormatter(_Plain(handler.formatter))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _Plain(logging.Formatter):
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _ANSI.sub("", self._inner.format(record))
+
+
+# ====================================================================== a bus like the app's
+@dataclass(frozen=True, slots=True)
+class Target:
+    """An app directory, and what it takes to build a bus like the app's."""
+
+    root: Path
+    settings: BusSettings
+    app_name: str | None  # the app's title: the Redis backend's default key prefix
+
+
+def load_target(root: Path, *, remote_only: str | None = None) -> Target:
+    """The app's settings; with Redis, checked to answer. ``remote_only`` is the error
+    message for the local backend, for commands that only make sense with Redis."""
+    require_plugin_enabled(root)
+    settings = settings_from_env()
+    if settings.backend != "redis":
+        if remote_only is not None:
+            raise CliError(remote_only)
+        return Target(root, settings, None)
+    problem = asyncio.run(ping_redis(settings.redis_url))
+    if problem is not None:
+        raise CliError(problem)
+    return Target(root, settings, redis_app_name(root, settings))
+
+
+async def open_bus(target: Target) -> EventBus:
+    """A bus like the plugin's, subscribed to every discovered handler.
+
+    With a remote backend that has ``connect()``, that is used instead of ``start()``: this
+    process only publishes or inspects, it must not join the consumer group and take the
+    app's events.
+    """
+    from fastapi_opinionated.app import App
+
+    settings = target.settings
+    try:
+        bus = EventBus(settings=settings, app_name=target.app_name)
+    except (ImportError, ConfigurationError) as exc:
+        raise CliError(f"cannot use the {settings.backend} backend: {exc}") from None
+    # Handlers that emit follow-up events reach the bus through eventbus_api().
+    App.plugin.eventbus = bus
+    declarations.attach(bus)
+    connect = getattr(bus.backend, "connect", None)
+    try:
+        await (bus.start() if connect is None else connect())
+    except Exception as exc:
+        await bus.aclose()
+        raise CliError(f"cannot connect the bus: {one_line(exc, settings)}") from None
+    return bus
+
+
+async def with_bus[T](target: Target, what: str, action: Callable[[EventBus], Awaitable[T]]) -> T:
+    """``action(bus)`` on a freshly opened bus, closed afterwards; failures become one line."""
+    bus = await open_bus(target)
+    try:
+        return await action(bus)
+    except CliError:
+        raise
+    except Exception as exc:
+        raise CliError(f"{what} failed: {one_line(exc, target.settings)}") from None
+    finally:
+        await bus.aclose()
+
+
+def one_line(exc: BaseException, settings: BusSettings) -> str:
+    """``Type: message`` on one line, without the Redis password."""
+    text = f"{type(exc).__name__}: {exc}"
+    return scrub(" ".join(text.split()), settings.redis_url)

@@ -1,0 +1,365 @@
+"""``doctor``'s checks, mostly a static scan of the app's code.
+
+The scan compares what the code emits (string literals passed to ``emit``,
+``emit_nowait`` and ``emit_after_response``) with what handlers subscribe to. The scan
+itself imports nothing: it reads every ``.py`` file under the app root with ``ast``.
+
+``emit`` is a common method name (Socket.IO, pyee, ...): a call ``x.emit("name")`` counts
+only when ``x`` is evidently the event bus: ``eventbus_api()``, a name containing "bus",
+or a name the same module assigns from ``eventbus_api()``/``EventBus(...)`` or annotates
+as ``EventBus``. ``emit_nowait`` and ``emit_after_response`` always count. A line with the
+comment ``# eventbus: ignore`` is skipped.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import difflib
+import fnmatch
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .backends.redis_keys import default_prefix
+from .cli_app import (
+    ENABLE_COMMAND,
+    ENABLED_FILE,
+    CliError,
+    HandlerInfo,
+    discover_handlers,
+    enabled_plugins,
+    ping_redis,
+    plugin_enabled,
+    redis_app_name,
+    reexport_paths,
+    settings_from_env,
+)
+from .config import BusSettings
+from .plugin import PLUGIN_PATH
+from .redis_url import mask_url
+
+__all__ = [
+    "Finding",
+    "Scan",
+    "Site",
+    "cross_check",
+    "diagnose",
+    "iter_python_files",
+    "matches",
+    "scan_app",
+]
+
+EMITTERS = frozenset({"emit", "emit_nowait", "emit_after_response"})
+_ALWAYS_BUS = frozenset({"emit_nowait", "emit_after_response"})
+_BUS_FACTORIES = frozenset({"eventbus_api", "EventBus"})
+_SKIPPED_DIRS = frozenset({"__pycache__", "node_modules", "site-packages", "venv"})
+IGNORE_MARK = "eventbus: ignore"
+DOMAINS_PREFIX = "app/domains/"
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A place in the code: an event name (or expression text) at ``file:line``."""
+
+    name: str
+    file: str
+    line: int
+
+    @property
+    def location(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(slots=True)
+class Scan:
+    emitted: list[Site] = field(default_factory=list)
+    """Literal event names passed to the bus's emit methods."""
+    computed: list[Site] = field(default_factory=list)
+    """Emits whose name is an expression the scan cannot evaluate."""
+    subscribed: list[Site] = field(default_factory=list)
+    """Literal names given to ``bus.subscribe`` (subscriptions made at run time)."""
+    undiscovered: list[Site] = field(default_factory=list)
+    """``@OnInternalEvent`` outside ``app/domains``: the core never imports those modules."""
+    unparsable: list[Site] = field(default_factory=list)
+    files: int = 0
+
+
+def iter_python_files(root: Path, exclude: Iterable[str] = ()) -> Iterator[Path]:
+    """Every ``.py`` under ``root``, minus hidden directories, virtualenvs and caches."""
+    patterns = tuple(exclude)
+    for directory, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS)
+        for name in sorted(files):
+            path = Path(directory, name)
+            relative = path.relative_to(root).as_posix()
+            if name.endswith(".py") and not any(fnmatch.fnmatch(relative, p) for p in patterns):
+                yield path
+
+
+def scan_app(root: Path, typed_events: Mapping[str, str], exclude: Iterable[str] = ()) -> Scan:
+    """Scan the app's files. ``typed_events`` maps a typed event class's name to its event
+    name, so ``emit(UserCreated(...))`` counts as emitting ``user.created``."""
+    scan = Scan()
+    for path in iter_python_files(root, exclude):
+        scan.files += 1
+        _scan_file(path, path.relative_to(root).as_posix(), typed_events, scan)
+    return scan
+
+
+def _scan_file(path: Path, relative: str, typed_events: Mapping[str, str], scan: Scan) -> None:
+    try:
+        source = path.read_text(encoding="utf-8")
+        tree = ast.parse(source, filename=relative)
+    except (SyntaxError, UnicodeDecodeError, ValueError) as exc:
+        line = getattr(exc, "lineno", None) or 1
+        scan.unparsable.append(Site(f"{type(exc).__name__}: {exc}", relative, line))
+        return
+    lines = source.splitlines()
+    visitor = _Visitor(relative, typed_events, _bus_names(tree))
+    visitor.visit(tree)
+    keep = [site for site in visitor.emitted if not _ignored(lines, site.line)]
+    scan.emitted.extend(keep)
+    scan.computed.extend(s for s in visitor.computed if not _ignored(lines, s.line))
+    scan.subscribed.extend(visitor.subscribed)
+    if not relative.startswith(DOMAINS_PREFIX):
+        scan.undiscovered.extend(visitor.declared)
+
+
+def _ignored(lines: list[str], line: int) -> bool:
+    return 0 < line <= len(lines) and IGNORE_MARK in lines[line - 1]
+
+
+def _terminal_name(node: ast.expr) -> str | None:
+    """``bus`` for ``bus``, ``self.bus``, ``App.plugin.bus``; the callee's for a call."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Call):
+        return _terminal_name(node.func)
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value.rpartition(".")[2]  # a string annotation: "EventBus"
+    return None
+
+
+def _bus_names(tree: ast.AST) -> frozenset[str]:
+    """Names this module binds to the event bus (by assignment or annotation)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and _is_bus_factory(node.value):
+            names.update(n for t in node.targets if (n := _terminal_name(t)))
+        elif isinstance(node, ast.AnnAssign):
+            if _is_bus_factory(node.value) or _terminal_name(node.annotation) == "EventBus":
+                name = _terminal_name(node.target)
+                if name:
+                    names.add(name)
+        elif (
+            isinstance(node, ast.arg)
+            and node.annotation is not None
+            and _terminal_name(node.annotation) == "EventBus"
+        ):
+            names.add(node.arg)
+    return frozenset(names)
+
+
+def _is_bus_factory(value: ast.expr | None) -> bool:
+    return isinstance(value, ast.Call) and _terminal_name(value.func) in _BUS_FACTORIES
+
+
+class _Visitor(ast.NodeVisitor):
+    def __init__(
+        self, relative: str, typed_events: Mapping[str, str], bus_names: frozenset[str]
+    ) -> None:
+        self.relative = relative
+        self.typed_events = typed_events
+        self.bus_names = bus_names
+        self.emitted: list[Site] = []
+        self.computed: list[Site] = []
+        self.subscribed: list[Site] = []
+        self.declared: list[Site] = []
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func
+        if isinstance(func, ast.Attribute) and node.args:
+            if func.attr in EMITTERS and self._is_bus(func):
+                self._record_emit(node.args[0], node.lineno)
+            elif func.attr == "subscribe" and self._is_bus(func):
+                self._record_name(node.args[0], node.lineno, self.subscribed)
+        if _terminal_name(func) == "OnInternalEvent" and node.args:
+            self._record_name(node.args[0], node.lineno, self.declared)
+        self.generic_visit(node)
+
+    def _is_bus(self, func: ast.Attribute) -> bool:
+        if func.attr in _ALWAYS_BUS:
+            return True
+        receiver = _terminal_name(func.value)
+        if receiver is None:
+            return False
+        if isinstance(func.value, ast.Call):
+            return receiver in _BUS_FACTORIES
+        return "bus" in receiver.lower() or receiver in self.bus_names
+
+    def _record_emit(self, arg: ast.expr, line: int) -> None:
+        name = self._literal_name(arg)
+        if name is not None:
+            self.emitted.append(Site(name, self.relative, line))
+        elif not isinstance(arg, ast.Starred):
+            self.computed.append(Site(ast.unparse(arg), self.relative, line))
+
+    def _record_name(self, arg: ast.expr, line: int, into: list[Site]) -> None:
+        name = self._literal_name(arg)
+        if name is not None:
+            into.append(Site(name, self.relative, line))
+
+    def _literal_name(self, arg: ast.expr) -> str | None:
+        """``"user.created"``; for ``UserCreated(...)`` or ``UserCreated``, its event name."""
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            return arg.value
+        typed = (
+            _terminal_name(arg) if isinstance(arg, ast.Call | ast.Name | ast.Attribute) else None
+        )
+        return None if typed is None else self.typed_events.get(typed)
+
+
+def matches(name: str, exact: set[str], patterns: Iterable[str]) -> bool:
+    """Whether an emitted name reaches a subscription, as the bus resolves it."""
+    return name in exact or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+# ====================================================================== doctor's findings
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One line of ``doctor``'s report."""
+
+    level: str  # "ok" | "warning" | "error"
+    message: str
+    location: str | None = None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"level": self.level, "location": self.location, "message": self.message}
+
+
+def cross_check(handlers: list[HandlerInfo], scan: Scan) -> list[Finding]:
+    """Emitted names no subscription reaches (errors); exact subscriptions nothing emits
+    (warnings)."""
+    exact = {h.event for h in handlers if not h.is_pattern}
+    exact.update(site.name for site in (*scan.subscribed, *scan.undiscovered))
+    patterns = sorted({h.event for h in handlers if h.is_pattern})
+    findings = [_summary(scan)]
+    findings += [
+        _unsubscribed(site, exact)
+        for site in scan.emitted
+        if not matches(site.name, exact, patterns)
+    ]
+    emitted = {site.name for site in scan.emitted}
+    findings.extend(
+        _unemitted(h, scan) for h in handlers if not h.is_pattern and h.event not in emitted
+    )
+    findings.extend(_undiscovered(site) for site in scan.undiscovered)
+    findings.extend(
+        Finding("warning", f"not scanned: {s.name}", s.location) for s in scan.unparsable
+    )
+    return findings
+
+
+def _summary(scan: Scan) -> Finding:
+    computed = f" ({len(scan.computed)} with computed names not checked)" if scan.computed else ""
+    return Finding("ok", f"{len(scan.emitted)} emit(s) found in {scan.files} file(s){computed}")
+
+
+def _unsubscribed(site: Site, exact: set[str]) -> Finding:
+    close = difflib.get_close_matches(site.name, sorted(exact), n=1, cutoff=0.75)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return Finding(
+        "error", f"{site.name!r} is emitted but no handler subscribes to it{hint}", site.location
+    )
+
+
+def _unemitted(handler: HandlerInfo, scan: Scan) -> Finding:
+    caveat = (
+        f"; {len(scan.computed)} emit(s) with computed names were not checked"
+        if scan.computed
+        else ""
+    )
+    return Finding(
+        "warning",
+        f"{handler.handler} subscribes to {handler.event!r} but nothing emits it{caveat}",
+        handler.location,
+    )
+
+
+def _undiscovered(site: Site) -> Finding:
+    return Finding(
+        "warning",
+        f"@OnInternalEvent({site.name!r}) is outside app/domains: the core does not import "
+        "this module, so the handler runs only if something imports it before startup",
+        site.location,
+    )
+
+
+# ====================================================================== doctor's checks
+def diagnose(root: Path, exclude: Iterable[str] = ()) -> list[Finding]:
+    """Every check of ``doctor``, in the order it reports them."""
+    findings = _check_plugin(root)
+    settings, found = _check_settings()
+    findings += found
+    infos, found = _check_handlers(root)
+    findings += found
+    if settings is not None and settings.backend == "redis":
+        findings += _check_redis(root, settings)
+    if infos is not None:
+        typed = {h.schema_class: h.event for h in infos if h.schema_class}
+        findings += cross_check(infos, scan_app(root, typed, exclude))
+    return findings
+
+
+def _check_plugin(root: Path) -> list[Finding]:
+    listed = enabled_plugins(root)
+    if not plugin_enabled(listed):
+        return [Finding("error", f"the EventBus plugin is not enabled: run `{ENABLE_COMMAND}`")]
+    findings = [Finding("ok", f"plugin enabled in {ENABLED_FILE}")]
+    for path in reexport_paths(listed):
+        findings.append(
+            Finding(
+                "warning",
+                f"{path!r} is a re-export: the core ignores App.configurePlugin options "
+                f"given for it; list {PLUGIN_PATH!r} instead",
+                str(ENABLED_FILE),
+            )
+        )
+    return findings
+
+
+def _check_settings() -> tuple[BusSettings | None, list[Finding]]:
+    try:
+        settings = settings_from_env()
+    except CliError as exc:
+        return None, [Finding("error", str(exc))]
+    return settings, [Finding("ok", f"backend: {settings.backend}")]
+
+
+def _check_handlers(root: Path) -> tuple[list[HandlerInfo] | None, list[Finding]]:
+    try:
+        infos = discover_handlers(root)
+    except CliError as exc:
+        # Without the handlers, every emit would look unsubscribed: skip the cross-check.
+        return None, [Finding("error", str(exc))]
+    if not infos:
+        return infos, [Finding("warning", "no @OnInternalEvent handler found under app/domains")]
+    return infos, [Finding("ok", f"{len(infos)} handler(s) discovered under app/domains")]
+
+
+def _check_redis(root: Path, settings: BusSettings) -> list[Finding]:
+    problem = asyncio.run(ping_redis(settings.redis_url))
+    if problem is not None:
+        return [Finding("error", problem)]
+    findings = [Finding("ok", f"Redis at {mask_url(settings.redis_url)} answers PING")]
+    try:
+        title = redis_app_name(root, settings)
+    except CliError as exc:
+        return [*findings, Finding("warning", f"the CLI {exc}")]
+    prefix = settings.redis_prefix or default_prefix(title or "")
+    findings.append(Finding("ok", f"the app's Redis keys: {{{prefix}}}:*"))
+    return findings
