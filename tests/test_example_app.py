@@ -32,8 +32,10 @@ def forget_main() -> Iterator[None]:
 
 
 def _by_kind(entries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Records grouped by kind, without the recording process's id (checked, then dropped)."""
     grouped: dict[str, list[dict[str, Any]]] = {}
     for entry in entries:
+        assert isinstance(entry.pop("pid"), int)
         grouped.setdefault(entry["kind"], []).append(entry)
     return grouped
 

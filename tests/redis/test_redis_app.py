@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from redis_support import REPO_ROOT, eventually, free_port
+from support import EXAMPLE_APP
 
 from fastapi_opinionated_eventbus import EventBus
 from fastapi_opinionated_eventbus.testing import running
@@ -114,13 +117,12 @@ def test_the_default_prefix_comes_from_the_app_title() -> None:
     assert bus.backend.keys.events == "{orders-api}:events"  # type: ignore[attr-defined]
 
 
-@pytest.fixture
-def uvicorn_app(
-    app_dir: Callable[..., Path], redis_url: str, prefix: str, tmp_path: Path
+@contextmanager
+def uvicorn_workers(
+    root: Path, redis_url: str, prefix: str, log: Path, **extra_env: str
 ) -> Iterator[str]:
-    """The orders app under ``uvicorn --workers 2`` on a free port; its base URL."""
-    root = orders_app(app_dir)
-    (root / "main.py").write_text(MAIN)
+    """``uvicorn main:app --workers 2`` in ``root`` with the Redis backend configured
+    through EVENTBUS_* variables, on a free port; yields its base URL."""
     port = free_port()
     env = {
         **os.environ,
@@ -128,8 +130,8 @@ def uvicorn_app(
         "EVENTBUS_REDIS_URL": redis_url,
         "EVENTBUS_REDIS_PREFIX": prefix,
         "PYTHONPATH": os.pathsep.join([str(root), str(REPO_ROOT)]),
+        **extra_env,
     }
-    log = tmp_path / "uvicorn.log"
     with log.open("wb") as out:
         server = subprocess.Popen(
             [
@@ -154,18 +156,32 @@ def uvicorn_app(
             print(log.read_text(errors="replace"))
 
 
+async def wait_until_serving(client: httpx.AsyncClient) -> None:
+    async def up() -> bool:
+        try:
+            return (await client.get("/openapi.json")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    await eventually(up, timeout=60, what="uvicorn to serve")
+
+
+@pytest.fixture
+def uvicorn_app(
+    app_dir: Callable[..., Path], redis_url: str, prefix: str, tmp_path: Path
+) -> Iterator[str]:
+    """The orders app under ``uvicorn --workers 2`` on a free port; its base URL."""
+    root = orders_app(app_dir)
+    (root / "main.py").write_text(MAIN)
+    with uvicorn_workers(root, redis_url, prefix, tmp_path / "uvicorn.log") as url:
+        yield url
+
+
 async def test_uvicorn_workers_handle_each_event_exactly_once(
     uvicorn_app: str, redis: aioredis.Redis, prefix: str
 ) -> None:
     async with httpx.AsyncClient(base_url=uvicorn_app, timeout=10) as client:
-
-        async def up() -> bool:
-            try:
-                return (await client.get("/openapi.json")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await eventually(up, timeout=60, what="uvicorn to serve")
+        await wait_until_serving(client)
         sent = []
         for order_id in range(60):
             response = await client.post(f"/orders/{order_id}")
@@ -180,3 +196,44 @@ async def test_uvicorn_workers_handle_each_event_exactly_once(
     assert set(counts) == set(sent)
     assert set(counts.values()) == {1}, "an event was handled twice"
     assert await redis.llen(f"{prefix}:pids") == len(sent)
+
+
+async def test_example_app_under_two_workers_handles_each_signup_once(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """The README's multi-worker mode: EVENTBUS_BACKEND=redis uvicorn main:app --workers 2."""
+    activity_log = tmp_path / "activity.jsonl"
+    with uvicorn_workers(
+        EXAMPLE_APP,
+        redis_url,
+        prefix,
+        tmp_path / "uvicorn.log",
+        EXAMPLE_ACTIVITY_LOG=str(activity_log),
+    ) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            await wait_until_serving(client)
+            created = []
+            for n in range(30):
+                response = await client.post(
+                    "/users/", json={"name": f"user{n}", "email": f"u{n}@example.com"}
+                )
+                assert response.status_code == 200, response.text
+                assert response.json()["handlers_run"] == 0  # published, handled elsewhere
+                created.append(response.json()["id"])
+
+        def records() -> list[dict[str, Any]]:
+            if not activity_log.exists():
+                return []
+            return [json.loads(line) for line in activity_log.read_text().splitlines()]
+
+        async def both_handlers_ran_for_all() -> list[dict[str, Any]] | None:
+            found = records()
+            return found if len(found) >= 2 * len(created) else None
+
+        found = await eventually(both_handlers_ran_for_all, timeout=60, what="all signups")
+    # Each worker numbers users itself: an event is identified by its id, not the user's.
+    welcome = [r["event_id"] for r in found if r["kind"] == "welcome"]
+    audits = [r for r in found if r["kind"] == "audit"]
+    assert len(welcome) == len(set(welcome)) == len(created), "a signup was handled twice"
+    assert len(audits) == len(created)
+    assert all(r["thread"].startswith("eventbus") for r in audits)
