@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -53,11 +54,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+UNITS = {s.id: s.unit.split()[-1].split("/")[0] for s in SCENARIOS}
+
+
 def progress(result: Result, seconds: float) -> None:
-    figure = f"{result.median:10.2f} µs" if result.status == OK and result.median else ""
+    ok = result.status == OK and result.median is not None
+    figure = f"{result.median:10.2f} {UNITS[result.scenario]}" if ok else ""
     detail = "" if result.status == OK else f" {result.detail}"
     print(
-        f"  [{result.scenario}] {result.label:34} {result.status:20} {figure:>14}"
+        f"  [{result.scenario}] {result.label:34} {result.status:20} {figure:>16}"
         f"  ({seconds:4.1f} s){detail}",
         file=sys.stderr,
         flush=True,
@@ -80,17 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(Exception):
         import fastapi_opinionated_eventbus  # noqa: F401
 
+    load_start = round(os.getloadavg()[0], 2)
     start = time.perf_counter()
     print(f"running {'quick' if args.quick else 'full'} benchmarks...", file=sys.stderr)
     results = run_all(scenarios, settings, progress)
     elapsed = time.perf_counter() - start
     report.annotate(results, scenarios)
     env = report.environment()
+    env["load_start"] = load_start
     print(report.table(results, scenarios))
     print(f"\ntotal {elapsed:.1f} s", file=sys.stderr)
     if args.no_write:
         return 0
-    report.write_chart(results, scenarios, chart)
+    report.write_chart(results, scenarios, chart, "quick" if args.quick else "full")
     try:
         chart_ref = chart.resolve().relative_to(output.resolve().parent)
     except ValueError:

@@ -82,11 +82,11 @@ FULL = Settings(
     n=20_000,
     min_n=20,
     reps=5,
-    rep_budget_s=0.25,
+    rep_budget_s=0.2,
     calib_s=0.03,
     case_timeout_s=60.0,
-    requests=1_000,
-    request_block=50,
+    requests=1_500,
+    request_block=20,
     request_reps=7,
     memory_events=1_000_000,
 )
@@ -95,11 +95,11 @@ QUICK = Settings(
     n=5_000,
     min_n=10,
     reps=3,
-    rep_budget_s=0.08,
-    calib_s=0.01,
+    rep_budget_s=0.06,
+    calib_s=0.008,
     case_timeout_s=20.0,
     requests=300,
-    request_block=50,
+    request_block=20,
     request_reps=5,
     memory_events=100_000,
 )
@@ -130,8 +130,9 @@ def _verify(case: Case, before: int, ops: int) -> None:
         raise VerificationError(f"{case.stray.n} calls of handlers that should not match")
 
 
-async def _timed_batch(case: Case, ops: int) -> int:
-    gc.collect()
+async def _timed_batch(case: Case, ops: int, collect: bool = True) -> int:
+    if collect:
+        gc.collect()
     before = case.counter.n
     gc.disable()
     try:
@@ -149,11 +150,11 @@ async def measure(case: Case, settings: Settings) -> Timing:
     try:
         ops = 1
         while True:
-            elapsed = await _timed_batch(case, ops)
+            elapsed = await _timed_batch(case, ops, collect=False)
             if elapsed >= settings.calib_s * 1e9:
                 # Once more at this size: the first batch may carry one-time costs (caches
                 # filled on first use, a thread pool starting) that would shrink N for nothing.
-                elapsed = min(elapsed, await _timed_batch(case, ops))
+                elapsed = min(elapsed, await _timed_batch(case, ops, collect=False))
             if elapsed >= settings.calib_s * 1e9 or ops >= settings.n:
                 break
             ops = min(ops * 8, settings.n)
@@ -171,7 +172,8 @@ async def measure_paired(case: PairedCase, settings: Settings) -> Timing:
     """Added time per request: (n requests emitting) - (n requests not emitting), per repetition.
 
     Within a repetition the two variants alternate in blocks of ``settings.request_block``
-    requests, so that drift and noise hit both alike.
+    requests, so that drift hits both alike; the repetition's figure is the median difference
+    over its block pairs.
     """
 
     async def block(variant: Callable[[int], Awaitable[None]], size: int, emits: bool) -> int:
@@ -193,22 +195,26 @@ async def measure_paired(case: PairedCase, settings: Settings) -> Timing:
         added: list[float] = []
         base: list[float] = []
         for _ in range(settings.request_reps):
-            t_with = t_without = 0
+            pairs: list[float] = []
+            t_without = 0
             gc.collect()
             gc.disable()
             try:
                 for b in range(blocks):
                     if b % 2:
-                        t_with += await block(case.with_event, size, True)
-                        t_without += await block(case.without_event, size, False)
+                        t_w = await block(case.with_event, size, True)
+                        t_wo = await block(case.without_event, size, False)
                     else:
-                        t_without += await block(case.without_event, size, False)
-                        t_with += await block(case.with_event, size, True)
+                        t_wo = await block(case.without_event, size, False)
+                        t_w = await block(case.with_event, size, True)
+                    pairs.append((t_w - t_wo) / size / 1e3)
+                    t_without += t_wo
             finally:
                 gc.enable()
-            n = blocks * size
-            added.append((t_with - t_without) / n / 1e3)
-            base.append(t_without / n / 1e3)
+            # The median over block pairs keeps a scheduler hiccup in one block from
+            # deciding the repetition's figure.
+            added.append(statistics.median(pairs))
+            base.append(t_without / (blocks * size) / 1e3)
         return Timing(added, blocks * size, {"request_us": statistics.median(base)})
     finally:
         if case.close is not None:

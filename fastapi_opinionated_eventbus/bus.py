@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from fastapi_opinionated.shared.logger import ns_logger
@@ -58,7 +59,6 @@ class EventBus:
         self._dead_letters = DeadLetterStore(s.dead_letter_capacity)
         self._dispatcher = Dispatcher(self._dead_letters, s.thread_pool_size)
         self._strict = s.strict
-        self._max_pending = s.max_pending
         self._max_chain_depth = s.max_chain_depth
         self._default_retry: RetryPolicy | None = s.retry
         self._state = _OPEN
@@ -118,14 +118,7 @@ class EventBus:
         if self._state == _CLOSED:
             raise EventBusClosed(f"cannot subscribe {sub.name} to {sub.event!r}: the bus is closed")
         if sub.retry is None and self._default_retry is not None:
-            sub = Subscription(
-                sub.event,
-                sub.handler,
-                priority=sub.priority,
-                retry=self._default_retry,
-                timeout=sub.timeout,
-                broadcast=sub.broadcast,
-            )
+            sub = replace(sub, retry=self._default_retry)
         if schema is not None:
             self.register_schema(sub.event, schema)
         self._registry.add(sub)
