@@ -146,3 +146,22 @@ def test_example_app_served_by_uvicorn(tmp_path: Path) -> None:
     assert "ERROR" not in output
     # The graceful path ran the plugin's shutdown (the core logs it before on_shutdown).
     assert "Shutting down plugin 'eventbus'" in output
+
+
+def test_example_app_shows_metrics_and_introspection(eventbus_app_factory: Factory) -> None:
+    app = eventbus_app_factory(EXAMPLE_APP, main="main:app")
+    with TestClient(app) as client:
+        client.post("/users/", json={"name": "Ada", "email": "ada@example.com"})
+        metrics = client.get("/metrics")
+        report = client.get("/_eventbus").json()
+    assert metrics.status_code == 200
+    assert 'eventbus_events_emitted_total{event="user.created"} 1.0' in metrics.text
+    assert (
+        'eventbus_events_handled_total{handler="app.domains.user.handlers:write_audit_record",'
+        'subscription="user.created"} 1.0' in metrics.text
+    )
+    assert report["counters"]["handled"] == 2
+    assert {sub["event"] for sub in report["subscriptions"]} == {
+        "user.created",
+        "payment.processed",
+    }
