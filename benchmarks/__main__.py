@@ -50,6 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="PNG chart (default: benchmarks/chart.png; benchmarks/results/chart-quick.png "
         "with --quick)",
     )
+    parser.add_argument(
+        "--no-redis",
+        action="store_true",
+        help="skip scenario 8 (Redis end to end on a private redis-server)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     return parser.parse_args(argv)
 
@@ -88,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     load_start = round(os.getloadavg()[0], 2)
     start = time.perf_counter()
     print(f"running {'quick' if args.quick else 'full'} benchmarks...", file=sys.stderr)
-    results = run_all(scenarios, settings, progress)
+    redis_skip = "skipped (--no-redis)" if args.no_redis else None
+    results = run_all(scenarios, settings, progress, redis_skip)
     elapsed = time.perf_counter() - start
     report.annotate(results, scenarios)
     env = report.environment()

@@ -16,17 +16,24 @@ Throughput is events / (time the last handler finished - time the first emit sta
 both taken with ``time.time()`` on this machine. Publish latency is of ``await emit()``
 one at a time (no load) and under the throughput run's load. Call :func:`run` to get the
 figures as a dict (the main benchmark does).
+
+Verification: every consumer reports how many events it handled (ours: handler calls;
+floor: entries acknowledged) once it stopped, and how many entries its group still has
+pending. Anything but exactly N handled and 0 pending raises :class:`VerificationFailed`,
+and no figure is reported.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -38,6 +45,22 @@ CONCURRENCY = 64
 BATCH = 64
 PAYLOAD = {"id": 12345, "name": "Jane Doe", "email": "jane@example.com", "plan": "pro"}
 EVENT = "user.created"
+OURS_GROUP = "eventbus"  # the bus's default redis_group
+
+
+class VerificationFailed(RuntimeError):
+    """A consumer did not handle exactly the events emitted (or left some pending)."""
+
+
+def _timeout(n: int) -> float:
+    """How long a run of n events may take: generous, but a lost event must not cost minutes."""
+    return 20.0 + n / 1_000
+
+
+async def _report_consumer(client: Any, stream: str, group: str, handled: int) -> None:
+    """The consumer's last stdout line: what it handled and what its group left pending."""
+    summary: Any = await client.xpending(stream, group)
+    print(json.dumps({"handled": handled, "pending": int(summary["pending"])}))
 
 
 # ====================================================================== roles (subprocesses)
@@ -84,8 +107,10 @@ async def ours_consumer(url: str, prefix: str, n: int) -> None:
     bus.subscribe(EVENT, handler)
     await bus.start()
     await control.set(f"{prefix}:ready", "1")
-    await asyncio.wait_for(done.wait(), timeout=300)
-    await bus.aclose()
+    with contextlib.suppress(TimeoutError):  # reported below: handled != n
+        await asyncio.wait_for(done.wait(), timeout=_timeout(n))
+    await bus.aclose()  # flushes the acknowledgements
+    await _report_consumer(control, f"{{{prefix}}}:events", OURS_GROUP, count)
     await control.aclose()
 
 
@@ -109,7 +134,7 @@ async def ours_producer(url: str, prefix: str, n: int, latency_samples: int) -> 
     counts = [per_task + (1 if i < n % CONCURRENCY else 0) for i in range(CONCURRENCY)]
     await asyncio.gather(*(emitter(c) for c in counts))
     published = time.time()
-    done = float(await _wait_key(control, f"{prefix}:done", timeout=300))
+    done = float(await _wait_key(control, f"{prefix}:done", timeout=_timeout(n)))
     # Then latency without load: one emit at a time, an event name nobody handles.
     sequential = []
     for _ in range(latency_samples):
@@ -147,14 +172,17 @@ async def floor_consumer(url: str, prefix: str, n: int) -> None:
     await client.xgroup_create(stream, "floor", id="0", mkstream=True)
     await client.set(f"{prefix}:ready", "1")
     count = 0
-    while count < n:
+    deadline = time.monotonic() + _timeout(n)
+    while count < n and time.monotonic() < deadline:
         reply: Any = await client.xreadgroup("floor", "c", {stream: ">"}, count=BATCH, block=1000)
         if not reply:
             continue
         ids = [entry_id for entry_id, _ in reply[0][1]]
         await client.xack(stream, "floor", *ids)
         count += len(ids)
-    await client.set(f"{prefix}:done", repr(time.time()))
+    if count == n:
+        await client.set(f"{prefix}:done", repr(time.time()))
+    await _report_consumer(client, stream, "floor", count)
     await client.aclose()
 
 
@@ -181,7 +209,7 @@ async def floor_producer(url: str, prefix: str, n: int, pipelined: bool) -> None
         counts = [n // CONCURRENCY + (1 if i < n % CONCURRENCY else 0) for i in range(CONCURRENCY)]
         await asyncio.gather(*(emitter(c) for c in counts))
     published = time.time()
-    done = float(await _wait_key(client, f"{prefix}:done", timeout=300))
+    done = float(await _wait_key(client, f"{prefix}:done", timeout=_timeout(n)))
     await client.aclose()
     print(json.dumps({"t0": t0, "published": published, "done": done}))
 
@@ -197,7 +225,10 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
 
 
 # ====================================================================== orchestration
-def _spawn(role: str, url: str, prefix: str, n: int, *extra: str) -> subprocess.Popen[str]:
+def _spawn(
+    role: str, url: str, prefix: str, n: int, out: Any, err: Any, *extra: str
+) -> subprocess.Popen[bytes]:
+    """A role in a subprocess; its stdout and stderr go to files (no pipe to fill up)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [
@@ -206,30 +237,55 @@ def _spawn(role: str, url: str, prefix: str, n: int, *extra: str) -> subprocess.
         ],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=out,
+        stderr=err,
     )
+
+
+def _read(file: Any) -> str:
+    file.seek(0)
+    return str(file.read().decode("utf-8", "replace"))
+
+
+def _last_json(out: str) -> dict[str, Any] | None:
+    lines = out.strip().splitlines()
+    try:
+        return dict(json.loads(lines[-1])) if lines else None
+    except ValueError:
+        return None
 
 
 def _pair(url: str, consumer: str, producer: str, n: int, *extra: str) -> dict[str, Any]:
     prefix = f"bench-{uuid.uuid4().hex[:10]}"
-    procs = [_spawn(consumer, url, prefix, n), _spawn(producer, url, prefix, n, *extra)]
-    try:
-        out, err = procs[1].communicate(timeout=600)
-        procs[0].wait(timeout=60)
-        if procs[1].returncode != 0 or procs[0].returncode != 0:
-            consumer_err = procs[0].stderr.read() if procs[0].stderr else ""
-            raise RuntimeError(
-                f"{producer}/{consumer} failed:\n{err[-3000:]}\n{consumer_err[-3000:]}"
-            )
-        figures: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        _cleanup(url, prefix)
+    limit = _timeout(n) + 60
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(tempfile.TemporaryFile()) for _ in range(4)]
+        procs = [
+            _spawn(consumer, url, prefix, n, files[0], files[1]),
+            _spawn(producer, url, prefix, n, files[2], files[3], *extra),
+        ]
+        try:
+            procs[1].wait(timeout=limit)
+            procs[0].wait(timeout=limit)
+            (consumer_out, consumer_err, out, err) = (_read(f) for f in files)
+            report = _last_json(consumer_out)
+            if report is not None and (report["handled"] != n or report["pending"]):
+                raise VerificationFailed(
+                    f"{consumer}: {report['handled']} of {n} events handled, "
+                    f"{report['pending']} left pending"
+                )
+            failed = procs[1].returncode != 0 or procs[0].returncode != 0 or report is None
+            figures = _last_json(out)
+            if failed or figures is None:
+                raise RuntimeError(
+                    f"{producer}/{consumer} failed:\n{err[-3000:]}\n{consumer_err[-3000:]}"
+                )
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            _cleanup(url, prefix)
     seconds = figures["done"] - figures["t0"]
     figures["seconds"] = seconds
     figures["events_per_s"] = n / seconds
@@ -282,6 +338,9 @@ def run(url: str, quick: bool) -> dict[str, Any]:
             "floor": [round(f["events_per_s"]) for f in floor],
             "pipelined_floor": [round(f["events_per_s"]) for f in pipelined],
         },
+        # Every round of every system handled exactly `events` with nothing left pending
+        # (otherwise VerificationFailed was raised and there is no dict).
+        "verified": True,
     }
 
 
@@ -324,7 +383,11 @@ def main(argv: list[str] | None = None) -> None:
         }
         asyncio.run(roles[args.role]())
         return
-    figures = run(args.url, args.quick)
+    try:
+        figures = run(args.url, args.quick)
+    except VerificationFailed as exc:
+        print(f"FAILED VERIFICATION: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     print(json.dumps(figures, indent=2) if args.json else _format(figures))
 
 

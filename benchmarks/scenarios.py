@@ -46,7 +46,7 @@ class Scenario:
     title: str
     short: str  # for the chart
     unit: str
-    kind: str  # "timed" | "paired" | "memory" | "hook"
+    kind: str  # "timed" | "paired" | "memory" | "redis"
     entries: tuple[Entry, ...] = ()
     floor: str | None = None  # system whose figure is the floor ratio's denominator
     enabled: bool = True
@@ -137,16 +137,20 @@ SCENARIOS: list[Scenario] = [
         "memory",
         (Entry("ours", "memory"),),
     ),
-    # Hook: the Redis Streams backend, end to end, is to be added here (kind "timed", with
-    # entries whose adapter method starts a bus on the redis backend).
+    # Redis Streams backend end to end, on a private redis-server (benchmarks.redis_scenario,
+    # measured by benchmarks.redis_bench); all rows come from one run of it.
     Scenario(
         "8",
-        "Redis Streams end to end",
+        "Redis Streams end to end: emit in one process, handled in another",
         "Redis end to end",
         "µs/event",
-        "hook",
-        enabled=False,
-        note="not measured yet: hook for the redis backend",
+        "redis",
+        (
+            Entry("redis-py", "redis"),
+            Entry("redis-py-pipelined", "redis"),
+            Entry("ours", "redis"),
+        ),
+        floor="redis-py",
     ),
 ]
 
@@ -270,19 +274,43 @@ def select(ids: list[str] | None, systems: list[str] | None) -> list[Scenario]:
         return chosen
     out = []
     for s in chosen:
-        entries = tuple(e for e in s.entries if e.system in systems)
+        if s.kind == "redis":  # one run measures ours and its floors together
+            entries = s.entries if "ours" in systems else ()
+        else:
+            entries = tuple(e for e in s.entries if e.system in systems)
         out.append(dataclasses.replace(s, entries=entries))
     return out
+
+
+def run_redis(scenario: Scenario, settings: Settings, skip: str | None) -> list[Result]:
+    """Scenario 8: one redis_bench run gives every row (floors and ours measured together)."""
+    from benchmarks import redis_scenario
+
+    systems = [e.system for e in scenario.entries]
+    if "ours" not in systems:
+        return []
+    rows = redis_scenario.measure(systems, settings, skip)
+    return [Result(scenario.id, **row) for row in rows]
 
 
 def run_all(
     scenarios: list[Scenario],
     settings: Settings,
     progress: Callable[[Result, float], None] | None = None,
+    redis_skip: str | None = None,
 ) -> list[Result]:
+    """Every entry of every enabled scenario; ``redis_skip``: why scenario 8 is not run."""
     results: list[Result] = []
     for scenario in scenarios:
         if not scenario.enabled:
+            continue
+        if scenario.kind == "redis":
+            start = time.perf_counter()
+            rows = run_redis(scenario, settings, redis_skip)
+            results.extend(rows)
+            if progress is not None:
+                for row in rows:
+                    progress(row, time.perf_counter() - start)
             continue
         for entry in scenario.entries:
             start = time.perf_counter()

@@ -180,6 +180,8 @@ class PrometheusCollector:
         self._in_flight = prom.Gauge(
             "background_in_flight", "Background events in flight", namespace=ns, registry=reg
         )
+        self._emitted_by: dict[str, Any] = {}
+        self._by_handler: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
         self._redis_pending = prom.Gauge(
             "redis_pending_entries",
             "Entries delivered but not acknowledged (Redis backend)",
@@ -187,16 +189,34 @@ class PrometheusCollector:
             registry=reg,
         )
 
+    # labels() takes a lock and builds a key on every call: the labelled children are looked
+    # up once and kept (cardinality is bounded by subscriptions and emitted names).
     def emitted(self, event: str) -> None:
-        self._emitted.labels(event).inc()
+        child = self._emitted_by.get(event)
+        if child is None:
+            child = self._emitted_by[event] = self._emitted.labels(event)
+        child.inc()
+
+    def _handler_series(self, subscription: str, handler: str) -> tuple[Any, Any, Any]:
+        key = (subscription, handler)
+        series = self._by_handler.get(key)
+        if series is None:
+            series = self._by_handler[key] = (
+                self._handled.labels(subscription, handler),
+                self._failed.labels(subscription, handler),
+                self._duration.labels(subscription, handler),
+            )
+        return series
 
     def handled(self, subscription: str, handler: str, seconds: float) -> None:
-        self._handled.labels(subscription, handler).inc()
-        self._duration.labels(subscription, handler).observe(seconds)
+        handled, _, duration = self._handler_series(subscription, handler)
+        handled.inc()
+        duration.observe(seconds)
 
     def failed(self, subscription: str, handler: str, seconds: float) -> None:
-        self._failed.labels(subscription, handler).inc()
-        self._duration.labels(subscription, handler).observe(seconds)
+        _, failed, duration = self._handler_series(subscription, handler)
+        failed.inc()
+        duration.observe(seconds)
 
     def retried(self, subscription: str, handler: str) -> None:
         self._retried.labels(subscription, handler).inc()
