@@ -11,6 +11,10 @@ from pathlib import Path
 
 import fastapi_opinionated.app  # noqa: F401 - import order matters, see above
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from support import EXAMPLE_APP, REPO_ROOT, strip_ansi, write_app
 
 __all__ = ["EXAMPLE_APP", "REPO_ROOT", "strip_ansi", "write_app"]
@@ -25,3 +29,16 @@ def app_dir(tmp_path: Path) -> Callable[..., Path]:
         return write_app(tmp_path / f"app{next(counter)}", domain_files, enable=enable)
 
     return make
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    # The global provider can be set once per process; tests share this one.
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(provider)
+    else:
+        trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[attr-defined]
+    return exporter

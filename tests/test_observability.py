@@ -11,8 +11,6 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from support import strip_ansi
 
@@ -251,19 +249,6 @@ async def test_a_custom_collector_sees_every_outcome() -> None:
 def test_bad_metrics_option_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="metrics"):
         EventBus(metrics="statsd")
-
-
-@pytest.fixture
-def spans() -> InMemorySpanExporter:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    # The global provider can be set once per process; tests share this one.
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        trace.set_tracer_provider(provider)
-    else:
-        trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[attr-defined]
-    return exporter
 
 
 async def test_tracing_spans_per_emit_and_per_handler(spans: InMemorySpanExporter) -> None:

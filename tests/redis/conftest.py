@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 import redis as sync_redis
 import redis.asyncio as aioredis
-from redis_support import RedisServer, Worker
+from redis_support import Make, RedisServer, Worker
+
+from fastapi_opinionated_eventbus import EventBus
 
 
 def _no_redis(reason: str) -> None:
@@ -101,3 +103,25 @@ def workers(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Callable[..
     yield make
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+async def make_bus(redis_url: str, prefix: str) -> AsyncIterator[Make]:
+    """``make_bus(**options)``: a bus on this test's prefix; all closed at the end."""
+    buses: list[EventBus] = []
+
+    def make(**options: Any) -> EventBus:
+        settings: dict[str, Any] = {
+            "backend": "redis",
+            "redis_url": redis_url,
+            "redis_prefix": prefix,
+            "shutdown_timeout": 1.0,
+            **options,
+        }
+        bus = EventBus(**settings)
+        buses.append(bus)
+        return bus
+
+    yield make
+    for bus in buses:
+        await bus.aclose()

@@ -15,6 +15,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from fastapi_opinionated_eventbus import EventBus
+
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 SCRIPT = REPO_ROOT / "scripts" / "redis-server.sh"
@@ -128,3 +130,7 @@ class Worker:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         return self.proc.returncode
+
+
+Make = Callable[..., EventBus]
+"""``make_bus(**options)``: see the ``make_bus`` fixture."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pytest
 import redis.asyncio as aioredis
-from redis_support import RedisServer, eventually
+from redis_support import Make, RedisServer, eventually
 
 from fastapi_opinionated_eventbus import (
     BackendUnavailable,
@@ -21,29 +21,6 @@ from fastapi_opinionated_eventbus import (
 )
 
 GROUP = "eventbus"
-Make = Callable[..., EventBus]
-
-
-@pytest.fixture
-async def make_bus(redis_url: str, prefix: str) -> AsyncIterator[Make]:
-    """``make_bus(**options)``: a bus on this test's prefix; all closed at the end."""
-    buses: list[EventBus] = []
-
-    def make(**options: Any) -> EventBus:
-        settings: dict[str, Any] = {
-            "backend": "redis",
-            "redis_url": redis_url,
-            "redis_prefix": prefix,
-            "shutdown_timeout": 1.0,
-            **options,
-        }
-        bus = EventBus(**settings)
-        buses.append(bus)
-        return bus
-
-    yield make
-    for bus in buses:
-        await bus.aclose()
 
 
 def stream(prefix: str) -> str:
