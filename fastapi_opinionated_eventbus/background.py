@@ -211,4 +211,4 @@ class BackgroundQueue:
     def count_lost(self, envelope: EventEnvelope, reason: str) -> None:
         self.lost += 1
         self._on_lost(envelope)
-        logger.error(f"Event {envelope.name!r} (id={envelope.id}) was lost: {reason}")
+        logger.error(f"Event {envelope.describe()} was lost: {reason}")

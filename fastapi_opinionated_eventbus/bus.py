@@ -406,7 +406,7 @@ class EventBus:
             logger.error(
                 f"Shutdown: {len(lost)} background event(s) did not finish within {timeout}s "
                 "and were cancelled: "
-                + ", ".join(f"{e.name!r} (id={e.id})" for e in sorted(lost, key=_emitted_at))
+                + ", ".join(e.describe() for e in sorted(lost, key=_emitted_at))
             )
         return len(lost)
 
@@ -463,8 +463,8 @@ class EventBus:
             if sub is None:
                 self._dead_letters.add(letter)
                 logger.warning(
-                    f"Dead letter of event {letter.event.name!r} (id={letter.event.id}) not "
-                    f"replayed: handler {letter.handler} is no longer subscribed"
+                    f"Dead letter of event {letter.event.describe()} not replayed: handler "
+                    f"{letter.handler} is no longer subscribed"
                 )
                 continue
             failure = await self._dispatcher.replay(letter, sub)

@@ -218,9 +218,8 @@ class Dispatcher:
                     assert policy is not None
                     delay = policy.delay_before(attempt + 1)
                     logger.warning(
-                        f"Handler {sub.name} failed on event {event.name!r} "
-                        f"(id={event.id}, correlation={event.correlation_id}, "
-                        f"attempt {attempt}/{attempts}): {type(exc).__name__}: {exc}; "
+                        f"Handler {sub.name} failed on event {event.describe()} "
+                        f"(attempt {attempt}/{attempts}): {type(exc).__name__}: {exc}; "
                         f"retrying in {delay:.3f}s"
                     )
                     if metrics is not None:
@@ -307,8 +306,8 @@ class Dispatcher:
         # The core's log formatter drops exc_info: the traceback must be in the message.
         tb = "".join(traceback.format_exception(exc)).rstrip()
         logger.error(
-            f"Handler {sub.name} failed on event {event.name!r} (id={event.id}, "
-            f"correlation={event.correlation_id}, attempts={attempts}): "
+            f"Handler {sub.name} failed on event {event.describe()} after {attempts} "
+            f"attempt(s): "
             f"{type(exc).__name__}: {exc}.{hint}\n{tb}"
         )
         self.dead_letters.add(DeadLetter.from_failure(event, sub, exc, attempts))

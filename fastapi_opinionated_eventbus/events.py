@@ -129,6 +129,10 @@ class EventEnvelope:
         """Names of the events whose handlers emitted this one, outermost first."""
         return self._chain
 
+    def describe(self) -> str:
+        """How log lines name this event: name, id and correlation id."""
+        return f"{self._name!r} (id={self.id}, correlation={self.correlation_id})"
+
     def with_attempt(self, attempt: int) -> EventEnvelope:
         """The same event (same id) at another attempt number."""
         return EventEnvelope(

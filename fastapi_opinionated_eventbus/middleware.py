@@ -85,10 +85,7 @@ class EventBusMiddleware:
 
     @staticmethod
     def _discard(queued: list[Any], scope: Scope, reason: str) -> None:
-        names = ", ".join(
-            f"{envelope.name!r} (id={envelope.id}, correlation={envelope.correlation_id})"
-            for envelope, _, _ in queued
-        )
+        names = ", ".join(envelope.describe() for envelope, _, _ in queued)
         logger.warning(
             f"Discarded {len(queued)} after-response event(s) of {scope.get('method')} "
             f"{scope.get('path')} because {reason}: {names}"

@@ -315,3 +315,27 @@ def test_endpoints_are_off_by_default(
         assert client.get("/_eventbus").status_code == 404
         assert client.get("/metrics").status_code == 404
         assert eventbus_api().metrics is None
+
+
+async def test_lost_events_are_logged_with_their_correlation_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from fastapi_opinionated_eventbus.correlation import request_correlation_id
+
+    never = asyncio.Event()
+
+    async def stuck(n: int) -> None:
+        await never.wait()
+
+    bus = EventBus(shutdown_timeout=0.05)
+    await bus.start()
+    bus.subscribe("slow.job", stuck)
+    token = request_correlation_id.set("req-lost-1")
+    try:
+        envelope = bus.emit_nowait("slow.job", 1)
+    finally:
+        request_correlation_id.reset(token)
+    await asyncio.sleep(0)  # let the drainer start it
+    assert await bus.aclose() == 1
+    text = strip_ansi(caplog.text)
+    assert f"'slow.job' (id={envelope.id}, correlation=req-lost-1)" in text
