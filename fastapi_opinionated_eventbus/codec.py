@@ -144,6 +144,14 @@ class _Refused(Exception):
         self.path: list[str] = []
 
 
+def _refusal(envelope: EventEnvelope, problem: str) -> EventSerializationError:
+    return EventSerializationError(
+        f"Event {envelope.name!r}: {problem}. Events crossing processes are JSON: use JSON "
+        "types, datetime, date, time, UUID, Decimal, Enum or pydantic models (nothing was "
+        "published)"
+    )
+
+
 class Codec:
     """Encodes envelopes to stream fields and back, for one bus."""
 
@@ -175,11 +183,10 @@ class Codec:
             problem = refused.problem or (
                 f"is a {_type_name(refused.value)}, which cannot be sent to another process"
             )
-            raise EventSerializationError(
-                f"Event {envelope.name!r}: {path} {problem}. Events crossing processes are "
-                "JSON: use JSON types, datetime, date, time, UUID, Decimal, Enum or pydantic "
-                "models (nothing was published)"
-            ) from None
+            raise _refusal(envelope, f"{path} {problem}") from None
+        except RecursionError:
+            where = self._culprit(args, kwargs) or where
+            raise _refusal(envelope, f"{where} is nested too deeply") from None
         body = {
             "v": VERSION,
             "args": encoded_args,
@@ -190,11 +197,24 @@ class Codec:
             "chain": list(envelope.chain),
             "trace": envelope.trace_context or {},
         }
-        return {
-            ID: envelope.id.encode(),
-            NAME: envelope.name.encode(),
-            BODY: json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
-        }
+        try:
+            encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        except (ValueError, RecursionError) as exc:
+            # An int too long for json, a lone surrogate that is not UTF-8, ...
+            where = self._culprit(args, kwargs) or "an argument"
+            raise _refusal(envelope, f"{where} cannot be encoded ({exc})") from None
+        return {ID: envelope.id.encode(), NAME: envelope.name.encode(), BODY: encoded}
+
+    def _culprit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        """Which argument fails to encode: found again one by one, on the failure path only."""
+        named: list[tuple[str, int | str, Any]] = [(f"args[{i}]", i, a) for i, a in enumerate(args)]
+        named += [(f"kwargs[{k!r}]", k, v) for k, v in kwargs.items()]
+        for path, key, value in named:
+            try:
+                json.dumps(self._value(value, key), ensure_ascii=False).encode()
+            except (_Refused, ValueError, RecursionError):
+                return path
+        return None
 
     def _value(self, value: Any, key: int | str) -> Any:
         # ``key`` names this value in its parent, for the error message only.
@@ -284,7 +304,8 @@ class Codec:
             raise
         except ValidationError as exc:
             raise MalformedEntry(f"a model no longer validates: {exc}") from None
-        except (ValueError, TypeError, KeyError, InvalidOperation) as exc:
+        except (ValueError, TypeError, KeyError, InvalidOperation, RecursionError) as exc:
+            # RecursionError: a body nested deeper than json can parse is garbage too.
             raise MalformedEntry(f"bad body: {type(exc).__name__}: {exc}") from None
         try:
             if body.get("v") != VERSION:

@@ -9,7 +9,7 @@ that happens to echo it), so nothing that the backend logs or raises can leak it
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode
 
 __all__ = ["MASK", "mask_url", "scrub", "secrets_of"]
 
@@ -18,7 +18,34 @@ MASK = "***"
 # The user info of anything that looks like scheme://userinfo@host: the fallback when a
 # URL is too broken for urlsplit, so that even a malformed URL never leaks.
 _USERINFO = re.compile(r"(?<=//)[^/@]*@")
-_SECRET_PARAMS = frozenset({"password", "pass", "pwd"})
+_SECRET_PARAMS = frozenset({"password", "pass", "pwd", "ssl_password"})
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None, str]:
+    """``(scheme://, userinfo, rest)``, the user info ending at the *last* ``@``.
+
+    Not urlsplit's reading: a password with an unencoded ``/``, ``?`` or ``#`` would land
+    in its path, query or fragment, where masking would miss it. Masking too much (an
+    ``@`` in the query) is harmless; too little is not.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return (f"{scheme}{sep}" if sep else ""), None, rest if sep else url
+    userinfo, _, rest = rest.rpartition("@")
+    return f"{scheme}://", userinfo, rest
+
+
+def _mask_query(rest: str) -> str:
+    head, sep, query = rest.partition("?")
+    if not sep:
+        return rest
+    query, hash_sep, fragment = query.partition("#")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key.lower() in _SECRET_PARAMS for key, _ in pairs):
+        query = urlencode(
+            [(k, MASK if k.lower() in _SECRET_PARAMS else v) for k, v in pairs], safe="*"
+        )
+    return f"{head}?{query}{hash_sep}{fragment}"
 
 
 def mask_url(url: str) -> str:
@@ -26,32 +53,14 @@ def mask_url(url: str) -> str:
 
     A user name given with a password is kept (it helps to debug ACLs); user info without
     a password is masked whole, since people do write ``redis://<password>@host``.
-    Never raises: a URL it cannot parse has everything before its ``@`` masked.
+    Never raises.
     """
     try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hostinfo = netloc.rpartition("@")
+        prefix, userinfo, rest = _split_userinfo(url)
+        if userinfo is not None:
             user, sep, _password = userinfo.partition(":")
-            netloc = f"{user}:{MASK}@{hostinfo}" if sep else f"{MASK}@{hostinfo}"
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            if any(key.lower() in _SECRET_PARAMS for key, _ in pairs):
-                query = urlencode(
-                    [(k, MASK if k.lower() in _SECRET_PARAMS else v) for k, v in pairs],
-                    safe="*",
-                )
-        if "://" not in url:
-            return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-        # Rebuilt by hand: urlunsplit drops the empty authority of unix:///path.
-        masked = f"{parts.scheme}://{netloc}{parts.path}"
-        return (
-            masked
-            + (f"?{query}" if query else "")
-            + (f"#{parts.fragment}" if parts.fragment else "")
-        )
+            prefix += f"{user}:{MASK}@" if sep else f"{MASK}@"
+        return prefix + _mask_query(rest)
     except ValueError:
         return _USERINFO.sub(f"{MASK}@", url.split("?", 1)[0])
 
@@ -59,19 +68,17 @@ def mask_url(url: str) -> str:
 def secrets_of(url: str) -> tuple[str, ...]:
     """The secret strings in ``url`` (raw and percent-decoded), longest first."""
     found: set[str] = set()
+    _, userinfo, rest = _split_userinfo(url)
+    if userinfo is not None:
+        user, sep, password = userinfo.partition(":")
+        found.add(password if sep else user)
     try:
-        parts = urlsplit(url)
-        if "@" in parts.netloc:
-            userinfo = parts.netloc.rpartition("@")[0]
-            user, sep, password = userinfo.partition(":")
-            found.add(password if sep else user)
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        query = rest.partition("?")[2].partition("#")[0]
+        for key, value in parse_qsl(query, keep_blank_values=True):
             if key.lower() in _SECRET_PARAMS:
                 found.add(value)
     except ValueError:
-        match = _USERINFO.search(url)
-        if match:
-            found.add(match.group(0)[:-1])
+        pass
     found |= {unquote(secret) for secret in found}
     # A secret of one or two characters would mask half of every message: such a
     # password is no secret anyway.

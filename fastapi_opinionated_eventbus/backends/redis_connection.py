@@ -44,16 +44,19 @@ def make_client(url: str, *, connect_timeout: float) -> Redis:
         raise ValueError(
             f"unsupported Redis URL {mask_url(url)!r}: use redis://, rediss:// (TLS) or unix://"
         )
-    return Redis.from_url(
-        url,
-        decode_responses=False,
-        socket_connect_timeout=min(connect_timeout, 5.0),
-        # Longer than a blocking read; notices a server that vanished without a word.
-        socket_timeout=BLOCK_SECONDS + 10.0,
-        socket_keepalive=True,
-        retry=Retry(NoBackoff(), 0),
-        client_name="fastapi-opinionated-eventbus",
-    )
+    try:
+        return Redis.from_url(
+            url,
+            decode_responses=False,
+            socket_connect_timeout=min(connect_timeout, 5.0),
+            # Longer than a blocking read; notices a server that vanished without a word.
+            socket_timeout=BLOCK_SECONDS + 10.0,
+            socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0),
+            client_name="fastapi-opinionated-eventbus",
+        )
+    except ValueError as exc:  # redis-py quotes the bad part of the URL: maybe a password
+        raise ValueError(f"invalid Redis URL {mask_url(url)!r}: {scrub(str(exc), url)}") from None
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -154,7 +154,8 @@ class DeadLetterStream:
         try:
             envelope = self._codec.decode(fields, attempt=max(deliveries, 1))
             replayable = True
-        except MalformedEntry:
+        except (MalformedEntry, RecursionError, ValueError):
+            # A letter is listed even when its body never decoded (that is why it is here).
             name = _text(fields.get(NAME, b"")) or "<malformed entry>"
             event_id = _text(fields.get(ID, b"")) or _text(fields.get(b"source", entry_id))
             envelope = EventEnvelope(name, (), {}, event_id=event_id)
