@@ -31,6 +31,11 @@ logger = ns_logger("EventBus")
 QueueItem = tuple[EventEnvelope, Plan, contextvars.Context]
 Runner = Callable[[EventEnvelope, Plan], Coroutine[Any, Any, object]]
 
+OPEN, DRAINING, CLOSED = "open", "draining", "closed"
+
+# How long shutdown waits for cancelled handlers to unwind.
+_UNWIND_SECONDS = 1.0
+
 # Events a drainer runs before letting the loop serve others: a burst of emits never
 # starves requests.
 _FAIR_SHARE = 256
@@ -56,15 +61,25 @@ class BackgroundQueue:
         self._idle: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        self.accepting = True
+        # open: takes every event. draining (shutdown has begun): takes only events that
+        # handlers emit, so work in flight can finish. closed: takes nothing.
+        self.state = OPEN
         self.lost = 0
 
     # ------------------------------------------------------------------ accepting
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop, self._loop_thread = loop, threading.get_ident()
+    def bind(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """The loop events run on (None: bind to the next running loop that submits)."""
+        self._loop = loop
+        self._loop_thread = None if loop is None else threading.get_ident()
 
-    def submit(self, envelope: EventEnvelope, plan: Plan, context: contextvars.Context) -> None:
-        if not self.accepting:
+    def submit(
+        self,
+        envelope: EventEnvelope,
+        plan: Plan,
+        context: contextvars.Context,
+        from_handler: bool = False,
+    ) -> None:
+        if self.state is not OPEN and not (self.state is DRAINING and from_handler):
             raise EventBusClosed(
                 f"cannot emit {envelope.name!r} in the background: the event bus is shutting down"
             )
@@ -79,7 +94,7 @@ class BackgroundQueue:
         loop = self._loop
         if loop is None:
             self._bind_running_loop()
-            return self.submit(envelope, plan, context)
+            return self.submit(envelope, plan, context, from_handler)
         with self._handover_lock:
             if self._pending + self._handed_over >= self._max_pending:
                 raise self._overloaded(envelope)
@@ -114,6 +129,9 @@ class BackgroundQueue:
     def _accept(self, item: QueueItem) -> None:
         with self._handover_lock:  # both at once: a thread never sees the event uncounted
             self._handed_over -= 1
+            if self.state is CLOSED:  # handed over just before shutdown gave up
+                self.count_lost(item[0], "arrived from a thread after shutdown")
+                return
             self._pending += 1
         self._queue.append(item)
         if self._drainer is None:
@@ -140,9 +158,13 @@ class BackgroundQueue:
                     await asyncio.sleep(0)
                 continue
             except Exception as exc:  # the dispatcher isolates handlers: this is a bug
-                logger.error(f"Background dispatch of {envelope!r} crashed: {exc!r}")
                 self._finished()
+                logger.error(f"Background dispatch of {envelope.describe()} crashed: {exc!r}")
                 continue
+            except BaseException:  # KeyboardInterrupt, SystemExit: not ours to swallow
+                self._finished()
+                self._drainer = None
+                raise
             # The event suspended: this task stays with it, a new drainer takes the queue.
             task = asyncio.current_task()
             assert task is not None
@@ -153,9 +175,11 @@ class BackgroundQueue:
             try:
                 await Resumed(coro, context, waiting_on)
             except Exception as exc:
-                logger.error(f"Background dispatch of {envelope!r} crashed: {exc!r}")
-            del self._holding[task]
-            self._finished()
+                logger.error(f"Background dispatch of {envelope.describe()} crashed: {exc!r}")
+            finally:
+                # Also when cancelled at shutdown: the count must never drift.
+                self._holding.pop(task, None)
+                self._finished()
             return
         self._drainer = None
 
@@ -190,18 +214,24 @@ class BackgroundQueue:
         if self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
 
-    def cancel_all(self) -> list[EventEnvelope]:
-        """Cancel everything still queued or running; return those events."""
+    async def cancel_all(self) -> list[EventEnvelope]:
+        """Take nothing more; cancel everything queued or running, wait (briefly) for the
+        cancelled handlers to unwind, and return the events lost."""
+        self.state = CLOSED
         lost = [envelope for envelope, _, _ in self._queue]
-        lost.extend(self._holding.values())
+        self._pending -= len(self._queue)
         self._queue.clear()
-        for task in list(self._holding):
-            task.cancel()
-        self._holding.clear()
+        lost.extend(self._holding.values())
+        running = list(self._holding)
         if self._drainer is not None:
-            self._drainer.cancel()
+            running.append(self._drainer)
             self._drainer = None
-        self._pending = 0
+        for task in running:
+            task.cancel()
+        if running:
+            # Their finally clauses update the count; a handler that swallows its
+            # cancellation is not waited for forever.
+            await asyncio.wait(running, timeout=_UNWIND_SECONDS)
         self._wake_idle_waiters()
         self.lost += len(lost)
         for envelope in lost:

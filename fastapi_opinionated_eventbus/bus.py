@@ -13,11 +13,11 @@ from fastapi_opinionated.shared.logger import ns_logger
 from pydantic import BaseModel
 
 from .backends import RemoteBackend
-from .background import BackgroundQueue, QueueItem
+from .background import CLOSED, DRAINING, OPEN, BackgroundQueue, QueueItem
 from .config import BusSettings, load_settings
 from .correlation import request_correlation_id
 from .dead_letters import DeadLetter, DeadLetterStore
-from .dispatch import Dispatcher
+from .dispatch import Dispatcher, cancelled_by_handler
 from .errors import ChainDepthExceeded, EventBusClosed, EventBusOverloaded
 from .events import EventEnvelope, _current, _reset_current
 from .metrics import CountingCollector, FanOutCollector, MetricsCollector, build_collector
@@ -33,10 +33,23 @@ logger = ns_logger("EventBus")
 
 _OPEN, _DRAINING, _CLOSED = "open", "draining", "closed"
 
+
+class ResponseQueue(list[QueueItem]):
+    """The after-response events of one HTTP request. ``closed`` once the middleware has
+    dispatched or discarded them: a task the request started that outlives it (copying
+    this context) then emits in the background instead of into a queue nobody reads."""
+
+    __slots__ = ("closed",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+
 # Set by the after-response middleware for the duration of one HTTP request.
-_response_queue: contextvars.ContextVar[
-    list[tuple[EventEnvelope, Plan, contextvars.Context]] | None
-] = contextvars.ContextVar("eventbus_response_queue", default=None)
+_response_queue: contextvars.ContextVar[ResponseQueue | None] = contextvars.ContextVar(
+    "eventbus_response_queue", default=None
+)
 
 
 class EventBus:
@@ -184,6 +197,10 @@ class EventBus:
                 failures: tuple[HandlerFailure, ...] = (
                     self._dispatcher.give_up(single, envelope, exc, 1),
                 )
+            except asyncio.CancelledError as cancelled:
+                failures = (
+                    self._dispatcher.give_up(single, envelope, cancelled_by_handler(cancelled), 1),
+                )
             finally:
                 _reset_current(token)
         elif plan.count:
@@ -248,19 +265,19 @@ class EventBus:
                 with self._tracer.emit_span(envelope, remote=self._backend is not None):
                     if self._backend is not None:
                         envelope._trace = self._tracer.carrier()
-                    self._submit_if_needed(envelope, plan)
+                    self._submit_if_needed(envelope, plan, parent is not None)
                 return envelope
-        self._submit_if_needed(envelope, plan)
+        self._submit_if_needed(envelope, plan, parent is not None)
         return envelope
 
-    def _submit_if_needed(self, envelope: EventEnvelope, plan: Plan) -> None:
+    def _submit_if_needed(self, envelope: EventEnvelope, plan: Plan, from_handler: bool) -> None:
         if self._backend is not None:
             # Refuse an argument that cannot cross processes here, in the caller's hands,
             # rather than losing the event in the background.
             self._backend.validate(envelope)
-        if plan.count or self._backend is not None or not self._background.accepting:
+        if plan.count or self._backend is not None or self._background.state is not OPEN:
             # (Refused the same way with or without handlers once shutdown has begun.)
-            self._background.submit(envelope, plan, contextvars.copy_context())
+            self._background.submit(envelope, plan, contextvars.copy_context(), from_handler)
 
     def emit_after_response(
         self, event: str | BaseModel, /, *args: Any, **kwargs: Any
@@ -270,7 +287,7 @@ class EventBus:
         Outside a request: the same as :meth:`emit_nowait`.
         """
         queue = _response_queue.get()
-        if queue is None:
+        if queue is None or queue.closed:
             return self.emit_nowait(event, *args, **kwargs)
         envelope, plan = self._prepare(event, args, kwargs)
         if plan is not None:
@@ -386,20 +403,25 @@ class EventBus:
             await self._backend.start()
 
     async def shutdown(self, timeout: float | None = None) -> int:
-        """Refuse new background events, drain up to ``timeout`` (default: the
+        """Refuse new background events (except those handlers still running emit), let
+        in-flight work finish for up to ``timeout`` seconds (default: the
         ``shutdown_timeout`` option), then cancel and report what is left.
 
         Returns the number of events lost, each of which is logged by name and id.
         """
         if self._state == _OPEN:
             self._state = _DRAINING
-        self._background.accepting = False
-        if self._backend is not None:
-            # Stop taking new entries first: a handler run now could no longer emit.
-            await self._backend.pause()
+        self._background.state = DRAINING
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
-        remaining = await self.drain(timeout)
-        lost = self._background.cancel_all() if remaining else []
+        deadline = asyncio.get_running_loop().time() + timeout
+        if self._backend is not None:
+            # Take no new entries, then let the handlers running now finish: they may
+            # still emit, and their events are drained below.
+            await self._backend.pause()
+            await self._backend.settle(timeout)
+        remaining = await self.drain(max(0.0, deadline - asyncio.get_running_loop().time()))
+        lost = await self._background.cancel_all() if remaining else []
+        self._background.state = CLOSED
         if self._backend is not None:
             await self._backend.stop()
         if lost:
@@ -414,7 +436,7 @@ class EventBus:
         """Clear every subscription and stop; later emits raise EventBusClosed."""
         self._state = _CLOSED
         self._accepting = False
-        self._background.accepting = False
+        self._background.state = CLOSED
         self._registry.clear()
         self._dispatcher.shutdown()
 
@@ -425,7 +447,8 @@ class EventBus:
             return
         self._state = _OPEN
         self._accepting = not self.settings.disabled
-        self._background.accepting = True
+        self._background.state = OPEN
+        self._background.bind(None)  # the next lifespan may run on another loop
 
     async def aclose(self, timeout: float | None = None) -> int:
         """:meth:`shutdown` then :meth:`close`; returns the number of events lost."""

@@ -58,6 +58,21 @@ def _explain_type_error(sub: Subscription, event: EventEnvelope, exc: TypeError)
     return ""
 
 
+def cancelled_by_handler(cancelled: asyncio.CancelledError) -> Exception:
+    """A handler's own CancelledError as its failure, or re-raise a real cancellation.
+
+    A handler that awaits something another party cancelled raises CancelledError while
+    nobody cancels the task it runs in: that is the handler failing, and must not stop the
+    emitter or the background queue. When the task *is* being cancelled, it propagates.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise cancelled
+    failure = RuntimeError("the handler raised CancelledError without being cancelled")
+    failure.__cause__ = cancelled
+    return failure
+
+
 class Dispatcher:
     """Runs subscriptions for events; owns the worker threads of sync handlers."""
 
@@ -88,6 +103,8 @@ class Dispatcher:
                 return ()
             except Exception as exc:
                 return (self.give_up(single, event, exc, 1),)
+            except asyncio.CancelledError as cancelled:
+                return (self.give_up(single, event, cancelled_by_handler(cancelled), 1),)
             finally:
                 _reset_current(token)
         failures: list[HandlerFailure] | None = None
@@ -102,6 +119,8 @@ class Dispatcher:
                         continue
                     except Exception as exc:
                         failure = self.give_up(sub, event, exc, 1)
+                    except asyncio.CancelledError as cancelled:
+                        failure = self.give_up(sub, event, cancelled_by_handler(cancelled), 1)
                     finally:
                         _reset_current(token)
                 else:
@@ -153,6 +172,9 @@ class Dispatcher:
                 except Exception as exc:
                     failures.append(self.give_up(sub, event, exc, 1))
                     continue
+                except asyncio.CancelledError as cancelled:
+                    failures.append(self.give_up(sub, event, cancelled_by_handler(cancelled), 1))
+                    continue
                 held = (sub, coro, context, waiting_on)
         finally:
             _current.reset(token)
@@ -163,6 +185,8 @@ class Dispatcher:
                     outcome = await Resumed(coro, context, waiting_on)
                 except Exception as exc:
                     failures.append(self.give_up(sub, event, exc, 1))
+                except asyncio.CancelledError as cancelled:
+                    failures.append(self.give_up(sub, event, cancelled_by_handler(cancelled), 1))
                 else:
                     if isinstance(outcome, HandlerFailure) and not (sub.plain and raw_ok):
                         failures.append(outcome)
@@ -170,8 +194,16 @@ class Dispatcher:
             if pending:
                 await asyncio.wait(pending)
         except asyncio.CancelledError:
-            for _, task in tasks:
+            # The emitter is cancelled: cancel the handlers and, like a TaskGroup, let them
+            # unwind before this frame does.
+            started = [task for _, task in tasks]
+            for task in started:
                 task.cancel()
+            if started:
+                await asyncio.wait(started)
+                for task in started:
+                    if not task.cancelled():
+                        task.exception()  # retrieved: never "exception was never retrieved"
             raise
         for sub, task in tasks:
             failure = self._outcome(sub, event, task)
@@ -206,10 +238,13 @@ class Dispatcher:
             while True:
                 started = time.perf_counter()
                 try:
-                    if tracer is None:
-                        await self._call(sub, event)
-                    else:
-                        await self._call_traced(tracer, sub, event)
+                    try:
+                        if tracer is None:
+                            await self._call(sub, event)
+                        else:
+                            await self._call_traced(tracer, sub, event)
+                    except asyncio.CancelledError as cancelled:
+                        raise cancelled_by_handler(cancelled) from cancelled
                 except Exception as exc:
                     if metrics is not None:
                         metrics.failed(sub.event, sub.name, time.perf_counter() - started)
@@ -274,17 +309,21 @@ class Dispatcher:
         else:
             call = self.executor.submit(context.run, handler, *event._args)
         if sub.timeout is None:
-            await asyncio.wrap_future(call)
-            return
-        try:
-            async with asyncio.timeout(sub.timeout):
-                await asyncio.wrap_future(call)
-        except TimeoutError as exc:
-            self._abandon(call)
-            raise HandlerTimeout(
-                f"sync handler {sub.name} timed out after {sub.timeout}s; a thread cannot be "
-                "killed, so it was abandoned and keeps its worker thread until it returns"
-            ) from exc
+            result = await asyncio.wrap_future(call)
+        else:
+            try:
+                async with asyncio.timeout(sub.timeout):
+                    result = await asyncio.wrap_future(call)
+            except TimeoutError as exc:
+                self._abandon(call)
+                raise HandlerTimeout(
+                    f"sync handler {sub.name} timed out after {sub.timeout}s; a thread cannot "
+                    "be killed, so it was abandoned and keeps its worker thread until it returns"
+                ) from exc
+        if inspect.isawaitable(result):
+            # An async function behind a plain (non-async) decorator: finish it here, on the
+            # loop, instead of dropping an unawaited coroutine.
+            await result
 
     def _abandon(self, call: Future[Any]) -> None:
         if call.done():

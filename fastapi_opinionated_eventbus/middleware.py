@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi_opinionated.shared.logger import ns_logger
 
-from .bus import _response_queue
+from .bus import ResponseQueue, _response_queue
 from .correlation import HEADER, INCOMING_HEADERS, accept_header, new_correlation_id
 from .correlation import request_correlation_id as _request_correlation_id
 
@@ -49,7 +49,7 @@ class EventBusMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        queued: list[Any] = []
+        queued = ResponseQueue()
         status = 0
         correlation_id = _incoming_correlation_id(scope) or new_correlation_id()
         echoed = (HEADER, correlation_id.encode("ascii"))
@@ -69,12 +69,14 @@ class EventBusMiddleware:
         try:
             await self.app(scope, receive, send_watching_status)
         except BaseException:
+            queued.closed = True
             if queued:
                 self._discard(queued, scope, "the request raised an unhandled exception")
             raise
         finally:
             _request_correlation_id.reset(correlation_token)
             _response_queue.reset(queue_token)
+        queued.closed = True
         if not queued:
             return
         if status >= 500 or status == 0:

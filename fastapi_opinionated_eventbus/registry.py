@@ -21,7 +21,8 @@ def is_pattern(name: str) -> bool:
 
 
 def _is_async_callable(handler: Callable[..., Any]) -> bool:
-    if inspect.iscoroutinefunction(handler):
+    # unwrap(): an async function behind a functools.wraps decorator returns a coroutine.
+    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(inspect.unwrap(handler)):
         return True
     call = getattr(handler, "__call__", None)  # noqa: B004 - an object with async __call__
     return call is not None and inspect.iscoroutinefunction(call)
@@ -241,6 +242,11 @@ def build_subscription(
     if not callable(handler):
         raise TypeError(
             f"An event handler must be callable, got {type(handler).__name__}: {handler!r}"
+        )
+    if inspect.isasyncgenfunction(handler) or inspect.isgeneratorfunction(handler):
+        raise TypeError(
+            f"{describe(handler)} is a generator function: nothing would iterate it, so "
+            "its body would never run; make it a plain def or async def"
         )
     sub = Subscription(
         name, handler, priority=priority, retry=retry, timeout=timeout, broadcast=broadcast

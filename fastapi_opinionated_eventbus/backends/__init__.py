@@ -35,6 +35,9 @@ class RemoteBackend(Protocol):
     async def pause(self) -> None:
         """Stop taking new entries (shutdown has begun); in-flight ones finish."""
 
+    async def settle(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the handlers running now to finish."""
+
     async def publish(self, envelope: EventEnvelope) -> None:
         """Return once the event is durably stored; raise BackendUnavailable or
         EventSerializationError otherwise (nothing stored)."""

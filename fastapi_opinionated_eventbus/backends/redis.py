@@ -181,6 +181,15 @@ class RedisStreamsBackend:
         if self._consumer is not None:
             await self._consumer.pause()
 
+    async def settle(self, timeout: float) -> None:
+        """Wait (without cancelling) up to ``timeout`` for the handlers running now."""
+        running = set()
+        for reader in (self._consumer, self._broadcast):
+            if reader is not None:
+                running |= reader.running()
+        if running:
+            await asyncio.wait(running, timeout=timeout)
+
     async def stop(self) -> None:
         client = self._client
         if client is None:

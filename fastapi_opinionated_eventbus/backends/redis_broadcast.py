@@ -80,6 +80,10 @@ class BroadcastReader:
             await asyncio.gather(self._loop, return_exceptions=True)
             self._loop = None
 
+    def running(self) -> set[asyncio.Task[None]]:
+        """The tasks of the entries being handled now."""
+        return set(self._tasks)
+
     async def stop(self, grace: float) -> None:
         await self.pause()
         if self._tasks:

@@ -116,6 +116,10 @@ class GroupConsumer:
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
 
+    def running(self) -> set[asyncio.Task[None]]:
+        """The tasks of the entries being handled now."""
+        return set(self._tasks)
+
     async def stop(self, grace: float) -> None:
         """Stop reading; give in-flight handlers ``grace`` seconds, then cancel them
         (their entries stay pending and are delivered again); flush acks."""
