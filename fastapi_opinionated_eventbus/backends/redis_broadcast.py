@@ -23,48 +23,25 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from fastapi_opinionated.shared.logger import ns_logger
-from redis.asyncio import Redis
 
-from ..codec import NAME, Codec, MalformedEntry
+from ..codec import NAME, MalformedEntry
 from ..config import BusSettings
 from ..dead_letters import DeadLetter
 from ..redis_url import mask_url
 from .redis_connection import BLOCK_SECONDS, Entry, Reconnecting, describe_error, entries_of
-from .redis_dead import DeadLetterStream
-from .redis_flow import Capacity
+from .redis_reader import StreamReader
 
 if TYPE_CHECKING:
-    from ..bus import EventBus
+    pass
 
 __all__ = ["BroadcastReader"]
 
 logger = ns_logger("EventBus.redis")
 
 
-class BroadcastReader:
-    def __init__(
-        self,
-        bus: EventBus,
-        client: Redis,
-        codec: Codec,
-        dead: DeadLetterStream,
-        settings: BusSettings,
-        *,
-        url: str,
-        stream: str,
-        consumer: str,
-    ) -> None:
-        self._bus = bus
-        self._client = client
-        self._codec = codec
-        self._dead = dead
-        self._url = url
-        self._stream = stream
-        self._consumer = consumer
-        self._batch = settings.redis_batch_size
-        self._capacity = Capacity(settings.redis_concurrency)
+class BroadcastReader(StreamReader):
+    def _setup(self, settings: BusSettings) -> None:
         self._last: bytes | str | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -80,17 +57,9 @@ class BroadcastReader:
             await asyncio.gather(self._loop, return_exceptions=True)
             self._loop = None
 
-    def running(self) -> set[asyncio.Task[None]]:
-        """The tasks of the entries being handled now."""
-        return set(self._tasks)
-
     async def stop(self, grace: float) -> None:
         await self.pause()
-        if self._tasks:
-            _, unfinished = await asyncio.wait(set(self._tasks), timeout=grace)
-            for task in unfinished:
-                task.cancel()
-            await asyncio.gather(*unfinished, return_exceptions=True)
+        await self._finish_running(grace)
 
     async def _end_of_stream(self) -> bytes | str:
         last = await self._client.xrevrange(self._stream, "+", "-", count=1)
@@ -106,7 +75,7 @@ class BroadcastReader:
         return any(sub.broadcast for group in plan.groups for sub in group)
 
     async def _read_loop(self) -> None:
-        connection = Reconnecting(self._url, f"Broadcast reader of {self._consumer}")
+        connection = Reconnecting(self._url, f"Broadcast reader of {self.consumer}")
         while True:
             try:
                 if not self._has_handlers():

@@ -19,11 +19,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, cast
 
 from fastapi_opinionated.shared.logger import ns_logger
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from redis.typing import StreamIdT
 
-from ..codec import Codec, MalformedEntry
+from ..codec import MalformedEntry
 from ..config import BusSettings
 from ..dead_letters import DeadLetter
 from ..redis_url import mask_url
@@ -36,49 +35,28 @@ from .redis_connection import (
     entries_of,
     is_transient,
 )
-from .redis_dead import DeadLetterStream
-from .redis_flow import Acker, Capacity
+from .redis_flow import Acker
+from .redis_reader import StreamReader
 
 if TYPE_CHECKING:
-    from ..bus import EventBus
+    pass
 
 __all__ = ["GroupConsumer"]
 
 logger = ns_logger("EventBus.redis")
 
 
-class GroupConsumer:
-    def __init__(
-        self,
-        bus: EventBus,
-        client: Redis,
-        codec: Codec,
-        dead: DeadLetterStream,
-        settings: BusSettings,
-        *,
-        url: str,
-        stream: str,
-        consumer: str,
-    ) -> None:
-        self._bus = bus
-        self._client = client
-        self._codec = codec
-        self._dead = dead
-        self._url = url
-        self._stream = stream
+class GroupConsumer(StreamReader):
+    def _setup(self, settings: BusSettings) -> None:
         self._group = settings.redis_group
-        self.consumer = consumer
-        self._batch = settings.redis_batch_size
         self._max_deliveries = settings.max_deliveries
         self._visibility_ms = int(settings.visibility_timeout * 1000)
         # Refresh an in-flight entry once it is a third of the visibility timeout old;
         # checked four times per timeout, so a live consumer's entries stay well below it.
         self._refresh_after = settings.visibility_timeout / 3
         self._tick = min(max(settings.visibility_timeout / 4, 0.05), 5.0)
-        self._capacity = Capacity(settings.redis_concurrency)
-        self._acks = Acker(client, url, stream, self._group)
+        self._acks = Acker(self._client, self._url, self._stream, self._group)
         self._inflight: dict[bytes, float] = {}  # entry id -> last claimed (monotonic)
-        self._tasks: set[asyncio.Task[None]] = set()
         self._reader: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._resync = True  # re-read our own pending entries before new ones
@@ -116,25 +94,16 @@ class GroupConsumer:
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
 
-    def running(self) -> set[asyncio.Task[None]]:
-        """The tasks of the entries being handled now."""
-        return set(self._tasks)
-
     async def stop(self, grace: float) -> None:
         """Stop reading; give in-flight handlers ``grace`` seconds, then cancel them
         (their entries stay pending and are delivered again); flush acks."""
         await self.pause()
-        if self._tasks:
-            _, unfinished = await asyncio.wait(set(self._tasks), timeout=grace)
-            if unfinished:
-                logger.warning(
-                    f"Shutdown: {len(unfinished)} event(s) still being handled after "
-                    f"{grace}s were cancelled; they stay pending in Redis and will be "
-                    "delivered again"
-                )
-                for task in unfinished:
-                    task.cancel()
-                await asyncio.gather(*unfinished, return_exceptions=True)
+        cancelled = await self._finish_running(grace)
+        if cancelled:
+            logger.warning(
+                f"Shutdown: {cancelled} event(s) still being handled after {grace}s were "
+                "cancelled; they stay pending in Redis and will be delivered again"
+            )
         if self._refresher is not None:
             self._refresher.cancel()
             await asyncio.gather(self._refresher, return_exceptions=True)

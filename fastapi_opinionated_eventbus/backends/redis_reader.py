@@ -1,0 +1,64 @@
+"""What both readers of the events stream share: the group consumer and the broadcast
+reader hold the same connection, codec and dead-letter stream, bound how many entries
+they handle at once, and track the tasks handling them."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from redis.asyncio import Redis
+
+from ..codec import Codec
+from ..config import BusSettings
+from .redis_dead import DeadLetterStream
+from .redis_flow import Capacity
+
+if TYPE_CHECKING:
+    from ..bus import EventBus
+
+__all__ = ["StreamReader"]
+
+
+class StreamReader:
+    def __init__(
+        self,
+        bus: EventBus,
+        client: Redis,
+        codec: Codec,
+        dead: DeadLetterStream,
+        settings: BusSettings,
+        *,
+        url: str,
+        stream: str,
+        consumer: str,
+    ) -> None:
+        self._bus = bus
+        self._client = client
+        self._codec = codec
+        self._dead = dead
+        self._url = url
+        self._stream = stream
+        self.consumer = consumer
+        self._batch = settings.redis_batch_size
+        self._capacity = Capacity(settings.redis_concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._setup(settings)
+
+    def _setup(self, settings: BusSettings) -> None:
+        """What a reader adds to the shared state."""
+
+    def running(self) -> set[asyncio.Task[None]]:
+        """The tasks of the entries being handled now."""
+        return set(self._tasks)
+
+    async def _finish_running(self, grace: float) -> int:
+        """Give the running handlers ``grace`` seconds, then cancel the rest; return how
+        many had to be cancelled."""
+        if not self._tasks:
+            return 0
+        _, unfinished = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
+        return len(unfinished)
