@@ -245,10 +245,7 @@ class RedisStreamsBackend:
 
     async def purge_dead_letters(self) -> int:
         """Delete the dead-letter stream; returns how many letters it held."""
-        dead = self._letters()
-        count = await dead.count()
-        await dead.purge()
-        return count
+        return await self._letters().purge()
 
     async def replay_dead_letters(self) -> EmitResult:
         """Run each dead letter's handler again in this process, oldest first.

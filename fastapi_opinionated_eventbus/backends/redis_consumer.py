@@ -200,16 +200,17 @@ class GroupConsumer(StreamReader):
                 self._capacity.release(reserved - started)
 
     async def _delivery_counts(self, entries: list[Entry]) -> dict[bytes, int]:
-        rows = await self._client.xpending_range(
-            self._stream,
-            self._group,
-            min=entries[0][0],
-            max=entries[-1][0],
-            # Our other pending entries may lie in the same range.
-            count=len(entries) + len(self._inflight) + len(self._acks),
-            consumername=self.consumer,
-        )
-        return {_key(row["message_id"]): int(row["times_delivered"]) for row in rows}
+        # One XPENDING per entry, pipelined: a range query could be crowded out by other
+        # pending entries in the same range, and a missing count would read as 1 and let
+        # a poison entry escape max_deliveries.
+        pipe = self._client.pipeline(transaction=False)
+        for entry_id, _ in entries:
+            pipe.xpending_range(self._stream, self._group, min=entry_id, max=entry_id, count=1)
+        counts: dict[bytes, int] = {}
+        for rows in await pipe.execute():
+            for row in rows:
+                counts[_key(row["message_id"])] = int(row["times_delivered"])
+        return counts
 
     # ------------------------------------------------------------------ reclaiming
     async def _refresh_loop(self) -> None:

@@ -126,8 +126,14 @@ class DeadLetterStream:
     async def delete(self, entry_id: bytes) -> None:
         await self._client.xdel(self.key, entry_id)
 
-    async def purge(self) -> None:
-        await self._client.delete(self.key)
+    async def purge(self) -> int:
+        """Delete the stream; return how many letters it held (one transaction: a letter
+        written meanwhile is either counted and deleted, or kept)."""
+        pipe = self._client.pipeline(transaction=True)
+        pipe.xlen(self.key)
+        pipe.delete(self.key)
+        count, _ = await pipe.execute()
+        return int(count)
 
     # ------------------------------------------------------------------ reading
     async def count(self) -> int:

@@ -73,13 +73,24 @@ class Publisher:
                 self._direct = False
         future: asyncio.Future[bytes] = loop.create_future()
         self._buffer.append((fields, future))
-        self._waiting.append((deadline, future, name))
-        if self._timer is None:
-            self._timer = loop.call_at(self._waiting[0][0], self._expire)
+        self._wait_until(deadline, future, name)
         if self._flusher is None:
             # Eager: the first XADD leaves now, without a trip through the scheduler.
             self._flusher = asyncio.Task(self._flush(), loop=loop, eager_start=True)
         return await future
+
+    def _wait_until(self, deadline: float, future: asyncio.Future[bytes], name: str) -> None:
+        """Keep the waiters in deadline order: a direct publish that failed late carries an
+        earlier deadline than those queued meanwhile, and must not expire behind them."""
+        waiting = self._waiting
+        index = len(waiting)
+        while index and waiting[index - 1][0] > deadline:
+            index -= 1
+        waiting.insert(index, (deadline, future, name))
+        if index == 0:  # a new earliest deadline: the timer must fire for it
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._expire)
 
     def _expire(self) -> None:
         """Fail the publishes whose deadline passed; the flusher drops unsent ones."""
