@@ -475,12 +475,16 @@ class EventBus:
     async def replay_dead_letters(self) -> EmitResult:
         """Run each dead letter's handler again; the ones failing again return to the store.
 
+        The result's ``handled`` counts the letters replayed, ``failures`` those that
+        failed again.
+
         Letters whose handler is no longer subscribed are put back and reported.
         """
         if self._backend is not None:
             return await self._backend.replay_dead_letters()
         letters = self._dead_letters.take_all()
         failures = []
+        replayed = 0
         for letter in letters:
             sub = self._subscription_of(letter)
             if sub is None:
@@ -490,10 +494,11 @@ class EventBus:
                     f"{letter.handler} is no longer subscribed"
                 )
                 continue
+            replayed += 1
             failure = await self._dispatcher.replay(letter, sub)
             if failure is not None:
                 failures.append(failure)
-        return EmitResult(None, len(letters), tuple(failures))
+        return EmitResult(None, replayed, tuple(failures))
 
     def _subscription_of(self, letter: DeadLetter) -> Subscription | None:
         """The subscription a letter came from, if it is still subscribed: the same object,

@@ -213,3 +213,25 @@ async def test_replay_uses_the_subscription_the_letter_came_from() -> None:
 
     assert attempts == [("stock.reserved", 1), ("stock.reserved", 2), ("stock.reserved", 3)]
     assert [f.attempts for f in result.failures] == [3]
+
+
+async def test_replay_counts_only_the_letters_it_replayed(caplog: pytest.LogCaptureFixture) -> None:
+    async def gone(n: int) -> None:
+        raise ValueError("still broken")
+
+    async def flaky(n: int) -> None:
+        raise ValueError("broken once")
+
+    async with started_bus() as bus:
+        bus.subscribe("a", gone)
+        bus.subscribe("b", flaky)
+        await bus.emit("a", 1)
+        await bus.emit("b", 2)
+        bus.unsubscribe("a", gone)  # its letter cannot be replayed here any more
+        result = await bus.replay_dead_letters()
+        letters = await bus.dead_letters()
+
+    assert result.handled == 1  # only b's letter ran again
+    assert [f.handler.rsplit(".", 1)[-1] for f in result.failures] == ["flaky"]
+    assert sorted(letter.event.name for letter in letters) == ["a", "b"]
+    assert "not replayed: handler" in strip_ansi(caplog.text)
