@@ -6,7 +6,9 @@ The core is imported first: it replaces the root logger's handlers at import, an
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import fastapi_opinionated.app  # noqa: F401 - import order matters, see above
@@ -15,7 +17,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from support import EXAMPLE_APP, REPO_ROOT, strip_ansi, write_app
+from support import EXAMPLE_APP, REPO_ROOT, RedisServer, no_redis, strip_ansi, write_app
 
 __all__ = ["EXAMPLE_APP", "REPO_ROOT", "strip_ansi", "write_app"]
 
@@ -42,3 +44,19 @@ def spans() -> InMemorySpanExporter:
     else:
         trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[attr-defined]
     return exporter
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    env_url = os.environ.get("EVENTBUS_TEST_REDIS_URL")
+    if env_url:
+        yield env_url
+        return
+    if shutil.which("redis-server") is None:
+        no_redis("no redis-server binary on PATH and EVENTBUS_TEST_REDIS_URL is not set")
+    server = RedisServer(tmp_path_factory.mktemp("redis-session"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()

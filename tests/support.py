@@ -7,12 +7,16 @@ modules named ``conftest`` cannot both be imported by name.
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import socket
+import subprocess
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 from fastapi import FastAPI
 
 from fastapi_opinionated_eventbus.plugin import PLUGIN_PATH
@@ -50,3 +54,62 @@ Factory = Callable[..., FastAPI]
 def domain(module: str) -> ModuleType:
     """A module of the app under test, e.g. ``domain("orders.handlers")``."""
     return importlib.import_module(f"app.domains.{module}")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+REDIS_SCRIPT = REPO_ROOT / "scripts" / "redis-server.sh"
+
+
+class RedisServer:
+    """A private redis-server, driven through scripts/redis-server.sh."""
+
+    def __init__(self, directory: Path, *, appendonly: bool = False, password: str = "") -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.appendonly = appendonly
+        self.password = password
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def url_with_password(self, password: str) -> str:
+        return f"redis://:{password}@127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = ["--appendonly"] if self.appendonly else []
+        if self.password:
+            args += ["--requirepass", self.password]
+        subprocess.run(
+            ["bash", str(REDIS_SCRIPT), "start", str(self.port), str(self.directory), *args],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+
+    def stop(self) -> None:
+        subprocess.run(
+            ["bash", str(REDIS_SCRIPT), "stop", str(self.port), str(self.directory)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+
+
+def no_redis(reason: str) -> None:
+    """Skip a test that needs Redis, loudly; on CI (``CI`` set) fail instead."""
+    message = (
+        f"REDIS TESTS NOT RUN: {reason}. Install redis-server (apt-get install -y "
+        "redis-server) or set EVENTBUS_TEST_REDIS_URL=redis://host:port/db."
+    )
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)

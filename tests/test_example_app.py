@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from support import EXAMPLE_APP, REPO_ROOT, Factory, strip_ansi
+from support import EXAMPLE_APP, REPO_ROOT, Factory, free_port, strip_ansi
 
 PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 
@@ -67,13 +66,6 @@ def test_example_app_under_testclient(eventbus_app_factory: Factory, forget_main
     assert after_payment["payment"] == [{"kind": "payment", **PAYMENT}]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _wait_until_serving(
     client: httpx.Client, process: subprocess.Popen[bytes], log: Path, deadline: float
 ) -> None:
@@ -91,7 +83,7 @@ def _wait_until_serving(
 
 
 def test_example_app_served_by_uvicorn(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "uvicorn.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTBUS_")}
     with log.open("wb") as out:

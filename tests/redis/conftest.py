@@ -8,7 +8,6 @@ restart or password-protect a server start their own (``redis_server`` fixture).
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,42 +17,17 @@ from typing import Any
 import pytest
 import redis as sync_redis
 import redis.asyncio as aioredis
-from redis_support import Make, RedisServer, Worker
+from redis_support import Make, Worker
+from support import RedisServer, no_redis
 
 from fastapi_opinionated_eventbus import EventBus
-
-
-def _no_redis(reason: str) -> None:
-    message = (
-        f"REDIS TESTS NOT RUN: {reason}. Install redis-server (apt-get install -y "
-        "redis-server) or set EVENTBUS_TEST_REDIS_URL=redis://host:port/db."
-    )
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    env_url = os.environ.get("EVENTBUS_TEST_REDIS_URL")
-    if env_url:
-        yield env_url
-        return
-    if shutil.which("redis-server") is None:
-        _no_redis("no redis-server binary on PATH and EVENTBUS_TEST_REDIS_URL is not set")
-    server = RedisServer(tmp_path_factory.mktemp("redis-session"))
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     """``redis_server(appendonly=False, password="")``: a started private server."""
     if shutil.which("redis-server") is None:
-        _no_redis("this test needs its own redis-server and there is no binary on PATH")
+        no_redis("this test needs its own redis-server and there is no binary on PATH")
     servers: list[RedisServer] = []
 
     def make(*, appendonly: bool = False, password: str = "") -> RedisServer:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,53 +18,8 @@ from fastapi_opinionated_eventbus import EventBus
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
-SCRIPT = REPO_ROOT / "scripts" / "redis-server.sh"
 WORKER = HERE / "worker.py"
 PYTHON = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class RedisServer:
-    """A private redis-server, driven through scripts/redis-server.sh."""
-
-    def __init__(self, directory: Path, *, appendonly: bool = False, password: str = "") -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.appendonly = appendonly
-        self.password = password
-
-    @property
-    def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
-
-    def url_with_password(self, password: str) -> str:
-        return f"redis://:{password}@127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = ["--appendonly"] if self.appendonly else []
-        if self.password:
-            args += ["--requirepass", self.password]
-        subprocess.run(
-            ["bash", str(SCRIPT), "start", str(self.port), str(self.directory), *args],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-
-    def stop(self) -> None:
-        subprocess.run(
-            ["bash", str(SCRIPT), "stop", str(self.port), str(self.directory)],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
 
 
 async def eventually(

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from redis_support import REPO_ROOT, eventually, free_port
-from support import EXAMPLE_APP
+from redis_support import REPO_ROOT, eventually
+from support import EXAMPLE_APP, free_port
 
 from fastapi_opinionated_eventbus import EventBus
 from fastapi_opinionated_eventbus.testing import running

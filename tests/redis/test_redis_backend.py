@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 
 import pytest
 import redis.asyncio as aioredis
-from redis_support import Make, RedisServer, eventually
+from redis_support import Make, eventually
+from support import RedisServer
 
 from fastapi_opinionated_eventbus import (
     BackendUnavailable,
@@ -404,7 +405,7 @@ SECRET = "pa55-w0rd-that-must-not-leak"
 async def test_start_gives_up_on_an_unreachable_redis_after_connect_timeout(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from redis_support import free_port
+    from support import free_port
 
     url = f"redis://:{SECRET}@127.0.0.1:{free_port()}/0"
     bus = EventBus(backend="redis", redis_url=url, connect_timeout=0.5)

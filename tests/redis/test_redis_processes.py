@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from redis_support import RedisServer, Worker, eventually
+from redis_support import Worker, eventually
+from support import RedisServer
 
 from fastapi_opinionated_eventbus import EventBus
 
