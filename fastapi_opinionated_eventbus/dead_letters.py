@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import traceback
 from collections import deque
 from collections.abc import Iterator
@@ -80,7 +79,6 @@ class DeadLetterStore:
     def __init__(self, capacity: int) -> None:
         self._letters: deque[DeadLetter] = deque(maxlen=capacity)
         self.dropped = 0
-        self.created_at = time.time()
 
     def add(self, letter: DeadLetter) -> None:
         if len(self._letters) == self._letters.maxlen:

@@ -69,14 +69,13 @@ class EventBusMiddleware:
         try:
             await self.app(scope, receive, send_watching_status)
         except BaseException:
-            queued.closed = True
             if queued:
                 self._discard(queued, scope, "the request raised an unhandled exception")
             raise
         finally:
+            queued.closed = True
             _request_correlation_id.reset(correlation_token)
             _response_queue.reset(queue_token)
-        queued.closed = True
         if not queued:
             return
         if status >= 500 or status == 0:
@@ -86,7 +85,7 @@ class EventBusMiddleware:
         self.bus._submit_after_response(queued)
 
     @staticmethod
-    def _discard(queued: list[Any], scope: Scope, reason: str) -> None:
+    def _discard(queued: ResponseQueue, scope: Scope, reason: str) -> None:
         names = ", ".join(envelope.describe() for envelope, _, _ in queued)
         logger.warning(
             f"Discarded {len(queued)} after-response event(s) of {scope.get('method')} "

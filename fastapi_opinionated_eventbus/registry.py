@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
+from pydantic import BaseModel
+
 from .retry import RetryPolicy
+from .typed import event_name_of
 
 __all__ = ["Plan", "Registry", "Subscription", "is_pattern"]
 
@@ -201,10 +204,6 @@ def check_subscription_options(
     ``event`` is a name, a pattern, or a Pydantic model class with ``__event_name__`` (which
     subscribes to that name and registers the model as its schema).
     """
-    from pydantic import BaseModel
-
-    from .typed import event_name_of
-
     schema = None
     if isinstance(event, type) and issubclass(event, BaseModel):
         schema = event

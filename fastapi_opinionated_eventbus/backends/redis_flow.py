@@ -25,10 +25,6 @@ class Capacity:
         self._room = asyncio.Event()
         self._room.set()
 
-    @property
-    def free(self) -> int:
-        return self.size - self._used
-
     async def reserve(self, wanted: int) -> int:
         """Wait for a free slot, then take up to ``wanted`` slots; returns how many."""
         while self._used >= self.size:
