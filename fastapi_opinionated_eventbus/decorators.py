@@ -9,7 +9,12 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from .declarations import declare_handler, declare_schema
-from .registry import build_subscription, check_event_name, check_subscription_options
+from .registry import (
+    Subscription,
+    check_event_name,
+    check_handler,
+    check_subscription_options,
+)
 from .retry import RetryPolicy
 
 __all__ = ["OnInternalEvent", "register_schema"]
@@ -41,7 +46,8 @@ def OnInternalEvent(
             '@OnInternalEvent needs the event name: write @OnInternalEvent("user.created"), '
             f"not a bare @OnInternalEvent above {getattr(event, '__qualname__', event)!r}"
         )
-    check_subscription_options(
+    # Checked now, at import time, whatever the decorated function turns out to be.
+    name, schema = check_subscription_options(
         event, priority=priority, retry=retry, timeout=timeout, broadcast=broadcast
     )
 
@@ -53,8 +59,13 @@ def OnInternalEvent(
                 f"{type(handler).__name__} objects; subscribe other callables at runtime "
                 f"with eventbus_api().subscribe({event!r}, handler)"
             )
-        sub, schema = build_subscription(
-            event, handler, priority=priority, retry=retry, timeout=timeout, broadcast=broadcast
+        sub = Subscription(
+            name,
+            check_handler(handler),
+            priority=priority,
+            retry=retry,
+            timeout=timeout,
+            broadcast=broadcast,
         )
         declare_handler(sub, schema)
         return handler

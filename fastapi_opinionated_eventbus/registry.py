@@ -225,6 +225,20 @@ def check_subscription_options(
     return name, schema
 
 
+def check_handler(handler: object) -> Callable[..., Any]:
+    """Refuse what cannot be an event handler, with the reason."""
+    if not callable(handler):
+        raise TypeError(
+            f"An event handler must be callable, got {type(handler).__name__}: {handler!r}"
+        )
+    if inspect.isasyncgenfunction(handler) or inspect.isgeneratorfunction(handler):
+        raise TypeError(
+            f"{describe(handler)} is a generator function: nothing would iterate it, so "
+            "its body would never run; make it a plain def or async def"
+        )
+    return handler
+
+
 def build_subscription(
     event: object,
     handler: object,
@@ -238,16 +252,12 @@ def build_subscription(
     name, schema = check_subscription_options(
         event, priority=priority, retry=retry, timeout=timeout, broadcast=broadcast
     )
-    if not callable(handler):
-        raise TypeError(
-            f"An event handler must be callable, got {type(handler).__name__}: {handler!r}"
-        )
-    if inspect.isasyncgenfunction(handler) or inspect.isgeneratorfunction(handler):
-        raise TypeError(
-            f"{describe(handler)} is a generator function: nothing would iterate it, so "
-            "its body would never run; make it a plain def or async def"
-        )
     sub = Subscription(
-        name, handler, priority=priority, retry=retry, timeout=timeout, broadcast=broadcast
+        name,
+        check_handler(handler),
+        priority=priority,
+        retry=retry,
+        timeout=timeout,
+        broadcast=broadcast,
     )
     return sub, schema
