@@ -30,16 +30,9 @@ _taken: set[int] = set()
 
 
 def declare_handler(sub: Subscription, schema: Any) -> None:
-    entry = {
-        "event": sub.event,
-        "handler": sub.handler,
-        "priority": sub.priority,
-        "retry": sub.retry,
-        "timeout": sub.timeout,
-        "broadcast": sub.broadcast,
-        "schema": schema,
-        "subscription": sub,
-    }
+    # "event" and "handler" are what the core's `list handlers` prints; the subscription
+    # carries everything else.
+    entry = {"event": sub.event, "handler": sub.handler, "schema": schema, "subscription": sub}
     PluginRegistryStore.add(PLUGIN_NAME, HANDLERS, entry)
     if _live is not None:
         _take(_live, entry)
