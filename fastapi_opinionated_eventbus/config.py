@@ -8,6 +8,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigurationError
+from .redis_url import mask_url
 from .retry import RetryPolicy
 
 __all__ = ["BusSettings", "load_settings"]
@@ -95,7 +96,10 @@ def load_settings(**options: Any) -> BusSettings:
             source = (
                 "option" if option in options else f"environment variable EVENTBUS_{option.upper()}"
             )
-            problems.append(f"{source} {option!r}: {error['msg']} (got {error.get('input')!r})")
+            given = error.get("input")
+            if option == "redis_url" and isinstance(given, str):
+                given = mask_url(given)  # never echo a password
+            problems.append(f"{source} {option!r}: {error['msg']} (got {given!r})")
         raise ConfigurationError(
             "Invalid EventBusPlugin configuration: " + "; ".join(problems)
         ) from None
