@@ -158,8 +158,8 @@ async def ours_producer(url: str, prefix: str, n: int, latency_samples: int) -> 
 
 def _fields() -> dict[bytes, bytes]:
     """The entry our codec writes for the benchmark's event: the floor sends the same."""
-    from fastapi_opinionated_eventbus.codec import Codec
-    from fastapi_opinionated_eventbus.events import EventEnvelope
+    from fastapi_opinionated_eventbus._codec import Codec
+    from fastapi_opinionated_eventbus._core.envelope import EventEnvelope
 
     return Codec(lambda name: None).encode(EventEnvelope(EVENT, (PAYLOAD,), {}))
 

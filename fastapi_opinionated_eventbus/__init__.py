@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from .api import eventbus_api
-from .bus import EventBus
-from .codec import register_type
-from .dead_letters import DeadLetter
-from .decorators import OnInternalEvent, register_schema
-from .errors import (
+from ._codec import register_type
+from ._core.api import eventbus_api
+from ._core.bus import EventBus
+from ._core.dead_letters import DeadLetter
+from ._core.decorators import OnInternalEvent, register_schema
+from ._core.envelope import EventEnvelope, current_event
+from ._core.errors import (
     BackendUnavailable,
     ChainDepthExceeded,
     ConfigurationError,
@@ -19,12 +20,11 @@ from .errors import (
     HandlerTimeout,
     NoCurrentEvent,
 )
-from .events import EventEnvelope, current_event
+from ._core.registry import Subscription
+from ._core.results import EmitResult, HandlerFailure
+from ._core.retry import RetryPolicy
+from ._core.typed import TypedEvent
 from .plugin import EventBusPlugin
-from .registry import Subscription
-from .results import EmitResult, HandlerFailure
-from .retry import RetryPolicy
-from .typed import TypedEvent
 
 __version__ = "0.2.0"
 

@@ -246,7 +246,7 @@ def build_collector(option: Any) -> MetricsCollector | None:
         return PrometheusCollector()
     if isinstance(option, MetricsCollector):
         return option
-    from .errors import ConfigurationError
+    from ._core.errors import ConfigurationError
 
     raise ConfigurationError(
         f"option 'metrics' must be None, 'prometheus' or a MetricsCollector, got {option!r}"

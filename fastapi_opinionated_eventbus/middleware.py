@@ -6,14 +6,14 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi_opinionated.shared.logger import ns_logger
 
-from .bus import ResponseQueue, _response_queue
-from .correlation import HEADER, INCOMING_HEADERS, accept_header, new_correlation_id
-from .correlation import request_correlation_id as _request_correlation_id
+from ._core.bus import ResponseQueue, _response_queue
+from ._core.correlation import HEADER, INCOMING_HEADERS, accept_header, new_correlation_id
+from ._core.correlation import request_correlation_id as _request_correlation_id
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
 
-    from .bus import EventBus
+    from ._core.bus import EventBus
 
     Scope = MutableMapping[str, Any]
     Message = MutableMapping[str, Any]

@@ -11,9 +11,9 @@ from fastapi_opinionated.app import AppCmd
 from fastapi_opinionated.registry.plugin import PluginRegistry
 from fastapi_opinionated.shared.base_plugin import BasePlugin
 
-from . import declarations
-from .bus import EventBus
-from .introspection import mount_endpoints
+from ._core import declarations
+from ._core.bus import EventBus
+from ._observability.introspection import mount_endpoints
 from .middleware import EventBusMiddleware
 
 __all__ = ["EventBusPlugin"]

@@ -33,10 +33,10 @@ from fastapi_opinionated.registry.plugin import PluginRegistry
 from fastapi_opinionated.registry.plugin_store import PluginRegistryStore
 from fastapi_opinionated.routing.registry import RouterRegistry
 
-from . import declarations
-from .api import eventbus_api
-from .bus import EventBus
-from .events import EventEnvelope
+from ._core import declarations
+from ._core.api import eventbus_api
+from ._core.bus import EventBus
+from ._core.envelope import EventEnvelope
 from .plugin import PLUGIN_PATH, EventBusPlugin
 
 __all__ = [

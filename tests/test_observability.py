@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from support import strip_ansi
 
 from fastapi_opinionated_eventbus import EventBus, eventbus_api
-from fastapi_opinionated_eventbus.errors import ConfigurationError
+from fastapi_opinionated_eventbus._core.errors import ConfigurationError
 from fastapi_opinionated_eventbus.metrics import CountingCollector
 from fastapi_opinionated_eventbus.testing import running
 
@@ -321,7 +321,7 @@ def test_endpoints_are_off_by_default(
 async def test_lost_events_are_logged_with_their_correlation_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from fastapi_opinionated_eventbus.correlation import request_correlation_id
+    from fastapi_opinionated_eventbus._core.correlation import request_correlation_id
 
     never = asyncio.Event()
 

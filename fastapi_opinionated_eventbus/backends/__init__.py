@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ..dead_letters import DeadLetter
-from ..events import EventEnvelope
-from ..results import EmitResult
+from .._core.dead_letters import DeadLetter
+from .._core.envelope import EventEnvelope
+from .._core.results import EmitResult
 
 __all__ = ["RemoteBackend"]
 

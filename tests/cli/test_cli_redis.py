@@ -35,7 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path.cwd()))
 import app.domains.jobs.handlers  # noqa: E402,F401
-from fastapi_opinionated_eventbus import EventBus, declarations  # noqa: E402
+from fastapi_opinionated_eventbus import EventBus  # noqa: E402
+from fastapi_opinionated_eventbus._core import declarations  # noqa: E402
 
 
 async def main() -> None:

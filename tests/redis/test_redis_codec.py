@@ -13,8 +13,8 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from fastapi_opinionated_eventbus import EventSerializationError, TypedEvent
-from fastapi_opinionated_eventbus.codec import Codec, MalformedEntry, TypeRegistry
-from fastapi_opinionated_eventbus.events import EventEnvelope
+from fastapi_opinionated_eventbus._codec import Codec, MalformedEntry, TypeRegistry
+from fastapi_opinionated_eventbus._core.envelope import EventEnvelope
 
 
 class Color(enum.Enum):

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from redis_support import Make, eventually
 
 from fastapi_opinionated_eventbus import BackendUnavailable, EventSerializationError
-from fastapi_opinionated_eventbus.redis_url import mask_url
+from fastapi_opinionated_eventbus._secrets import mask_url
 
 GROUP = "eventbus"
 # A body nested deeper than the interpreter's recursion limit: json.loads raises

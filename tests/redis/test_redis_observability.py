@@ -10,7 +10,7 @@ from opentelemetry.trace import SpanKind
 from redis_support import Make, eventually
 
 from fastapi_opinionated_eventbus import current_event
-from fastapi_opinionated_eventbus.correlation import request_correlation_id
+from fastapi_opinionated_eventbus._core.correlation import request_correlation_id
 
 
 async def test_consumer_spans_join_the_emitters_trace_and_keep_its_correlation_id(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 
-from fastapi_opinionated_eventbus.backends.redis_connection import make_client
-from fastapi_opinionated_eventbus.backends.redis_keys import StreamKeys, default_prefix
-from fastapi_opinionated_eventbus.errors import ConfigurationError
-from fastapi_opinionated_eventbus.redis_url import mask_url, scrub
+from fastapi_opinionated_eventbus._core.errors import ConfigurationError
+from fastapi_opinionated_eventbus._secrets import mask_url, scrub
+from fastapi_opinionated_eventbus.backends.redis.connection import make_client
+from fastapi_opinionated_eventbus.backends.redis.keys import StreamKeys, default_prefix
 
 
 @pytest.mark.parametrize(

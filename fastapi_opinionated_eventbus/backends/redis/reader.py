@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
-from ..codec import Codec
-from ..config import BusSettings
-from .redis_dead import DeadLetterStream
-from .redis_flow import Capacity
+from ..._codec import Codec
+from ..._core.settings import BusSettings
+from .dead import DeadLetterStream
+from .flow import Capacity
 
 if TYPE_CHECKING:
-    from ..bus import EventBus
+    from ..._core.bus import EventBus
 
 __all__ = ["StreamReader"]
 

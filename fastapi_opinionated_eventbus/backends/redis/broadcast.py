@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING
 
 from fastapi_opinionated.shared.logger import ns_logger
 
-from ..codec import NAME, MalformedEntry
-from ..config import BusSettings
-from ..dead_letters import DeadLetter
-from ..redis_url import mask_url
-from .redis_connection import BLOCK_SECONDS, Entry, Reconnecting, describe_error, entries_of
-from .redis_reader import StreamReader
+from ..._codec import NAME, MalformedEntry
+from ..._core.dead_letters import DeadLetter
+from ..._core.settings import BusSettings
+from ..._secrets import mask_url
+from .connection import BLOCK_SECONDS, Entry, Reconnecting, describe_error, entries_of
+from .reader import StreamReader
 
 if TYPE_CHECKING:
     pass

@@ -15,7 +15,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, AuthorizationError, ConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..redis_url import mask_url, scrub
+from ..._secrets import mask_url, scrub
 
 logger = ns_logger("EventBus.redis")
 

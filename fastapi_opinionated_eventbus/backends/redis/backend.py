@@ -25,22 +25,22 @@ from typing import TYPE_CHECKING, Any
 from fastapi_opinionated.shared.logger import ns_logger
 from redis.asyncio import Redis
 
-from ..codec import Codec, types
-from ..config import BusSettings
-from ..dead_letters import DeadLetter
-from ..errors import BackendUnavailable
-from ..events import EventEnvelope
-from ..redis_url import mask_url
-from ..results import EmitResult, HandlerFailure
-from .redis_broadcast import BroadcastReader
-from .redis_connection import Backoff, describe_error, is_fatal, is_transient, make_client
-from .redis_consumer import GroupConsumer
-from .redis_dead import EVENT_LEVEL, DeadLetterStream, StoredLetter
-from .redis_keys import StreamKeys, default_prefix
-from .redis_publisher import Publisher
+from ..._codec import Codec, known_types
+from ..._core.dead_letters import DeadLetter
+from ..._core.envelope import EventEnvelope
+from ..._core.errors import BackendUnavailable
+from ..._core.results import EmitResult, HandlerFailure
+from ..._core.settings import BusSettings
+from ..._secrets import mask_url
+from .broadcast import BroadcastReader
+from .connection import Backoff, describe_error, is_fatal, is_transient, make_client
+from .consumer import GroupConsumer
+from .dead import EVENT_LEVEL, DeadLetterStream, StoredLetter
+from .keys import StreamKeys, default_prefix
+from .publisher import Publisher
 
 if TYPE_CHECKING:
-    from ..bus import EventBus
+    from ..._core.bus import EventBus
 
 __all__ = ["RedisStreamsBackend", "default_prefix"]
 
@@ -67,7 +67,7 @@ class RedisStreamsBackend:
             settings.redis_prefix or (default_prefix(app_name) if app_name else "eventbus")
         )
         self.consumer = settings.redis_consumer or default_consumer()
-        self.codec = Codec(bus._registry.schema_for, types, refresh=self._register_types)
+        self.codec = Codec(bus._registry.schema_for, known_types, refresh=self._register_types)
         self._client: Redis | None = None
         self._publisher: Publisher | None = None
         self._consumer: GroupConsumer | None = None
@@ -212,7 +212,7 @@ class RedisStreamsBackend:
     def _register_types(self) -> None:
         """Models and enums named in handlers' annotations may be rebuilt from events."""
         for sub in self._bus.subscriptions():
-            types.register_annotations(sub.handler)
+            known_types.register_annotations(sub.handler)
 
     # ------------------------------------------------------------------ publishing
     def validate(self, envelope: EventEnvelope) -> None:

@@ -22,8 +22,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .bus import EventBus
-from .cli_app import (
+from .._core.bus import EventBus
+from .._core.dead_letters import DeadLetter
+from .._core.errors import EventBusError
+from .._core.registry import check_event_name
+from .._core.results import EmitResult
+from .._core.settings import BusSettings
+from .._secrets import scrub
+from .discovery import (
     ENABLE_COMMAND,
     CliError,
     HandlerInfo,
@@ -39,13 +45,7 @@ from .cli_app import (
     require_app_root,
     with_bus,
 )
-from .cli_scan import Finding, diagnose
-from .config import BusSettings
-from .dead_letters import DeadLetter
-from .errors import EventBusError
-from .redis_url import scrub
-from .registry import check_event_name
-from .results import EmitResult
+from .scan import Finding, diagnose
 
 __all__ = ["app", "main"]
 

@@ -12,19 +12,19 @@ from typing import Any
 from fastapi_opinionated.shared.logger import ns_logger
 from pydantic import BaseModel
 
-from .backends import RemoteBackend
+from .._observability.tracing import EventTracer
+from ..backends import RemoteBackend
+from ..metrics import CountingCollector, FanOutCollector, MetricsCollector, build_collector
 from .background import CLOSED, DRAINING, OPEN, BackgroundQueue, QueueItem
-from .config import BusSettings, load_settings
 from .correlation import request_correlation_id
 from .dead_letters import DeadLetter, DeadLetterStore
 from .dispatch import Dispatcher, cancelled_by_handler
+from .envelope import EventEnvelope, _current, _reset_current
 from .errors import ChainDepthExceeded, EventBusClosed, EventBusOverloaded
-from .events import EventEnvelope, _current, _reset_current
-from .metrics import CountingCollector, FanOutCollector, MetricsCollector, build_collector
 from .registry import Plan, Registry, Subscription, build_subscription, check_event_name
 from .results import EmitResult, HandlerFailure
 from .retry import RetryPolicy
-from .tracing import EventTracer
+from .settings import BusSettings, load_settings
 from .typed import event_name_of, validate_payload
 
 __all__ = ["EventBus"]
@@ -83,7 +83,7 @@ class EventBus:
         run_background: Callable[[EventEnvelope, Plan], Coroutine[Any, Any, object]]
         run_background = self._dispatcher.run
         if s.backend == "redis":
-            from .backends.redis import RedisStreamsBackend
+            from ..backends.redis.backend import RedisStreamsBackend
 
             self._backend = RedisStreamsBackend(self, s)
             run_background = self._publish_in_background

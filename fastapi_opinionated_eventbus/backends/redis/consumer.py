@@ -22,11 +22,11 @@ from fastapi_opinionated.shared.logger import ns_logger
 from redis.exceptions import ResponseError
 from redis.typing import StreamIdT
 
-from ..codec import MalformedEntry
-from ..config import BusSettings
-from ..dead_letters import DeadLetter
-from ..redis_url import mask_url
-from .redis_connection import (
+from ..._codec import MalformedEntry
+from ..._core.dead_letters import DeadLetter
+from ..._core.settings import BusSettings
+from ..._secrets import mask_url
+from .connection import (
     BLOCK_SECONDS,
     Backoff,
     Entry,
@@ -35,8 +35,8 @@ from .redis_connection import (
     entries_of,
     is_transient,
 )
-from .redis_flow import Acker
-from .redis_reader import StreamReader
+from .flow import Acker
+from .reader import StreamReader
 
 if TYPE_CHECKING:
     pass

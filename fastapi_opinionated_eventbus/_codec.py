@@ -43,16 +43,16 @@ from typing import Any
 from fastapi_opinionated.shared.logger import ns_logger
 from pydantic import BaseModel, ValidationError
 
-from .errors import EventSerializationError
-from .events import EventEnvelope
+from ._core.envelope import EventEnvelope
+from ._core.errors import EventSerializationError
 
 __all__ = [
     "Codec",
     "MalformedEntry",
     "TypeRegistry",
+    "known_types",
     "register_type",
     "stable_name",
-    "types",
 ]
 
 VERSION = 1
@@ -121,7 +121,7 @@ def _types_in(hint: Any) -> Iterator[type]:
         yield from _types_in(arg)
 
 
-types = TypeRegistry()
+known_types = TypeRegistry()
 """The process-wide registry of model and enum types (see :func:`register_type`)."""
 
 
@@ -132,7 +132,7 @@ def register_type(cls: type, name: str | None = None) -> None:
     subscribed handler's annotations. ``name`` defaults to ``module:qualname``; give one
     when the producing and the consuming code import the type under different modules.
     """
-    types.register(cls, name)
+    known_types.register(cls, name)
 
 
 class _Refused(Exception):
@@ -158,7 +158,7 @@ class Codec:
     def __init__(
         self,
         schema_for: SchemaLookup,
-        registry: TypeRegistry = types,
+        registry: TypeRegistry = known_types,
         refresh: Callable[[], None] | None = None,
     ) -> None:
         """``schema_for(name)``: the schema of an event name; ``refresh()``: register more
@@ -391,7 +391,7 @@ class Codec:
                 logger.warning(
                     f"Received a value of type {name!r}, which is not registered in this "
                     "process: it is passed on as plain data. Register it with "
-                    "fastapi_opinionated_eventbus.codec.register_type() (or name it in a "
+                    "fastapi_opinionated_eventbus.register_type() (or name it in a "
                     "handler's annotations)."
                 )
         return cls

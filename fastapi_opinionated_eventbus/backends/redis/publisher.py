@@ -16,9 +16,9 @@ from fastapi_opinionated.shared.logger import ns_logger
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
-from ..errors import BackendUnavailable
-from ..redis_url import mask_url
-from .redis_connection import Backoff, describe_error, is_transient
+from ..._core.errors import BackendUnavailable
+from ..._secrets import mask_url
+from .connection import Backoff, describe_error, is_transient
 
 __all__ = ["Publisher"]
 

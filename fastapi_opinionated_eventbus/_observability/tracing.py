@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .events import EventEnvelope
-    from .registry import Subscription
+    from .._core.envelope import EventEnvelope
+    from .._core.registry import Subscription
 
 __all__ = ["EventTracer"]
 
@@ -26,7 +26,7 @@ class EventTracer:
             raise ImportError(
                 "tracing=True needs OpenTelemetry: pip install 'fastapi-opinionated-eventbus[otel]'"
             ) from exc
-        from . import __version__
+        from .. import __version__
 
         self._trace, self._propagate, self._context = trace, propagate, context
         self._tracer = trace.get_tracer("fastapi_opinionated_eventbus", __version__)

@@ -19,8 +19,8 @@ from typing import Any
 
 from fastapi_opinionated.shared.logger import ns_logger
 
+from .envelope import EventEnvelope
 from .errors import EventBusClosed, EventBusError, EventBusOverloaded
-from .events import EventEnvelope
 from .registry import Plan
 from .stepping import Resumed
 

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from .errors import ConfigurationError
-from .metrics import FanOutCollector, PrometheusCollector
+from .._core.errors import ConfigurationError
+from ..metrics import FanOutCollector, PrometheusCollector
 
 if TYPE_CHECKING:
-    from .bus import EventBus
+    from .._core.bus import EventBus
 
 __all__ = ["describe_bus", "mount_endpoints"]
 

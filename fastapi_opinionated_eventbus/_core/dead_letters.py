@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from .events import EventEnvelope
+from .envelope import EventEnvelope
 
 if TYPE_CHECKING:
     from .registry import Subscription

@@ -26,9 +26,9 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
-from ..codec import BODY, ID, NAME, Codec, MalformedEntry
-from ..dead_letters import DeadLetter
-from ..events import EventEnvelope
+from ..._codec import BODY, ID, NAME, Codec, MalformedEntry
+from ..._core.dead_letters import DeadLetter
+from ..._core.envelope import EventEnvelope
 
 __all__ = ["EVENT_LEVEL", "DeadLetterStream", "StoredLetter"]
 

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import declarations
-from .bus import EventBus
-from .config import BusSettings, load_settings
-from .declarations import HANDLERS, PLUGIN_NAME
-from .errors import ConfigurationError
-from .plugin import PLUGIN_PATH
-from .redis_url import mask_url, scrub
-from .retry import RetryPolicy
+from .._core import declarations
+from .._core.bus import EventBus
+from .._core.declarations import HANDLERS, PLUGIN_NAME
+from .._core.errors import ConfigurationError
+from .._core.retry import RetryPolicy
+from .._core.settings import BusSettings, load_settings
+from .._secrets import mask_url, scrub
+from ..plugin import PLUGIN_PATH
 
 __all__ = [
     "ENABLED_FILE",

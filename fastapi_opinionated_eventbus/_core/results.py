@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .events import EventEnvelope
+from .envelope import EventEnvelope
 
 __all__ = ["EmitResult", "HandlerFailure"]
 

@@ -22,8 +22,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backends.redis_keys import default_prefix
-from .cli_app import (
+from .._core.settings import BusSettings
+from .._secrets import mask_url
+from ..backends.redis.keys import default_prefix
+from ..plugin import PLUGIN_PATH
+from .discovery import (
     ENABLE_COMMAND,
     ENABLED_FILE,
     CliError,
@@ -36,9 +39,6 @@ from .cli_app import (
     reexport_paths,
     settings_from_env,
 )
-from .config import BusSettings
-from .plugin import PLUGIN_PATH
-from .redis_url import mask_url
 
 __all__ = [
     "Finding",

@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any
 from fastapi_opinionated.shared.logger import ns_logger
 
 from .dead_letters import DeadLetter, DeadLetterStore
+from .envelope import EventEnvelope, _current, _reset_current
 from .errors import HandlerTimeout
-from .events import EventEnvelope, _current, _reset_current
 from .registry import Plan, Subscription
 from .results import HandlerFailure
 from .stepping import Resumed
 
 if TYPE_CHECKING:
-    from .metrics import MetricsCollector
-    from .tracing import EventTracer
+    from .._observability.tracing import EventTracer
+    from ..metrics import MetricsCollector
 
 __all__ = ["Dispatcher"]
 

@@ -7,8 +7,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .._secrets import mask_url
 from .errors import ConfigurationError
-from .redis_url import mask_url
 from .retry import RetryPolicy
 
 __all__ = ["BusSettings", "load_settings"]

@@ -7,8 +7,8 @@ import asyncio
 from fastapi_opinionated.shared.logger import ns_logger
 from redis.asyncio import Redis
 
-from ..redis_url import mask_url
-from .redis_connection import Backoff, describe_error, is_transient
+from ..._secrets import mask_url
+from .connection import Backoff, describe_error, is_transient
 
 __all__ = ["Acker", "Capacity"]
 

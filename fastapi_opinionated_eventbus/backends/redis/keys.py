@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import ConfigurationError
+from ..._core.errors import ConfigurationError
 
 __all__ = ["StreamKeys", "default_prefix"]
 
