@@ -6,9 +6,14 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi_opinionated.shared.logger import ns_logger
 
-from ._core.bus import ResponseQueue, _response_queue
-from ._core.correlation import HEADER, INCOMING_HEADERS, accept_header, new_correlation_id
-from ._core.correlation import request_correlation_id as _request_correlation_id
+from ._core.after_response import ResponseQueue, response_queue
+from ._core.correlation import (
+    HEADER,
+    INCOMING_HEADERS,
+    accept_header,
+    new_correlation_id,
+    request_correlation_id,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
@@ -64,8 +69,8 @@ class EventBusMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        queue_token = _response_queue.set(queued)
-        correlation_token = _request_correlation_id.set(correlation_id)
+        queue_token = response_queue.set(queued)
+        correlation_token = request_correlation_id.set(correlation_id)
         try:
             await self.app(scope, receive, send_watching_status)
         except BaseException:
@@ -74,15 +79,15 @@ class EventBusMiddleware:
             raise
         finally:
             queued.closed = True
-            _request_correlation_id.reset(correlation_token)
-            _response_queue.reset(queue_token)
+            request_correlation_id.reset(correlation_token)
+            response_queue.reset(queue_token)
         if not queued:
             return
         if status >= 500 or status == 0:
             reason = f"the response status was {status}" if status else "no response was sent"
             self._discard(queued, scope, reason)
             return
-        self.bus._submit_after_response(queued)
+        self.bus.dispatch_after_response(queued)
 
     @staticmethod
     def _discard(queued: ResponseQueue, scope: Scope, reason: str) -> None:

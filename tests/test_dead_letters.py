@@ -136,8 +136,8 @@ async def test_the_store_keeps_the_newest_letters_and_counts_the_dropped_ones(
         for n in range(5):
             await bus.emit("order.shipped", f"o-{n}", weight=float(n))
         letters = await bus.dead_letters()
-        dropped = bus.dropped_dead_letters
         health = await bus.health()
+        dropped = health["dropped_dead_letters"]
 
     assert [letter.event.args for letter in letters] == [("o-2",), ("o-3",), ("o-4",)]
     assert dropped == 2

@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,7 +40,6 @@ from .discovery import (
     load_target,
     one_line,
     open_bus,
-    pending_per_consumer,
     plugin_enabled,
     require_app_root,
     with_bus,
@@ -452,19 +451,11 @@ def dead_letters_purge(
             raise CliError("refusing to purge dead letters without --yes (no terminal to ask)")
         typer.confirm("Delete every dead letter?", abort=True)
     purged = _run(with_bus(target, "dead-letters purge", _purge))
-    count = f"{purged} " if isinstance(purged, int) else ""
-    _console().print(f"Purged {count}dead letter(s)")
+    _console().print(f"Purged {purged} dead letter(s)")
 
 
-async def _purge(bus: EventBus) -> object:
-    purge = getattr(bus, "purge_dead_letters", None) or getattr(
-        bus.backend, "purge_dead_letters", None
-    )
-    if purge is None:
-        raise CliError(
-            "purge is not available: this version's Redis backend has no purge_dead_letters()"
-        )
-    return await purge()
+async def _purge(bus: EventBus) -> int:
+    return await bus.purge_dead_letters()
 
 
 # ====================================================================== stats
@@ -500,18 +491,13 @@ _STATS_KEYS = (
     "group",
     "lag",
     "pending",
-    "pending_per_consumer",
+    "pending_by_consumer",
     "dead_letters",
 )
 
 
 async def _stats(bus: EventBus) -> dict[str, Any]:
-    health = await bus.health()
-    stream = getattr(getattr(bus.backend, "keys", None), "events", None)
-    if isinstance(stream, str) and health.get("reachable"):
-        health["pending_per_consumer"] = await pending_per_consumer(
-            bus.settings.redis_url, stream, bus.settings.redis_group
-        )
+    health: Mapping[str, Any] = await bus.backend.health()
     return {key: health[key] for key in _STATS_KEYS if key in health}
 
 

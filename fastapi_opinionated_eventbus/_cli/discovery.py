@@ -42,7 +42,6 @@ __all__ = [
     "load_target",
     "one_line",
     "open_bus",
-    "pending_per_consumer",
     "ping_redis",
     "redis_app_name",
     "require_app_root",
@@ -141,25 +140,6 @@ async def ping_redis(url: str, timeout: float = 2.0) -> str | None:
     finally:
         await client.aclose()
     return None
-
-
-async def pending_per_consumer(url: str, stream: str, group: str) -> dict[str, int]:
-    """Entries delivered to each consumer of ``group`` and not acknowledged (XPENDING)."""
-    import redis.asyncio as aioredis
-
-    client = aioredis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
-    try:
-        summary = await client.xpending(stream, group)
-    except Exception:  # no stream or no group yet: nothing is pending
-        return {}
-    finally:
-        await client.aclose()
-    consumers = (summary.get("consumers") or []) if isinstance(summary, dict) else []
-    return {_text(c["name"]): int(c["pending"]) for c in consumers}
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def redis_app_name(root: Path, settings: BusSettings) -> str | None:
@@ -393,9 +373,8 @@ def load_target(root: Path, *, remote_only: str | None = None) -> Target:
 async def open_bus(target: Target) -> EventBus:
     """A bus like the plugin's, subscribed to every discovered handler.
 
-    With a remote backend that has ``connect()``, that is used instead of ``start()``: this
-    process only publishes or inspects, it must not join the consumer group and take the
-    app's events.
+    The backend is connected, not started: this process only publishes or inspects, it
+    must not join the consumer group and take the app's events.
     """
     from fastapi_opinionated.app import App
 
@@ -407,9 +386,9 @@ async def open_bus(target: Target) -> EventBus:
     # Handlers that emit follow-up events reach the bus through eventbus_api().
     App.plugin.eventbus = bus
     declarations.attach(bus)
-    connect = getattr(bus.backend, "connect", None)
     try:
-        await (bus.start() if connect is None else connect())
+        # Publish and inspect only: this process must not consume the app's events.
+        await bus.connect()
     except Exception as exc:
         await bus.aclose()
         raise CliError(f"cannot connect the bus: {one_line(exc, settings)}") from None

@@ -21,6 +21,7 @@ from fastapi_opinionated.shared.logger import ns_logger
 
 from .envelope import EventEnvelope
 from .errors import EventBusClosed, EventBusError, EventBusOverloaded
+from .lifecycle import Lifecycle
 from .registry import Plan
 from .stepping import Resumed
 
@@ -31,7 +32,6 @@ logger = ns_logger("EventBus")
 QueueItem = tuple[EventEnvelope, Plan, contextvars.Context]
 Runner = Callable[[EventEnvelope, Plan], Coroutine[Any, Any, object]]
 
-OPEN, DRAINING, CLOSED = "open", "draining", "closed"
 
 # How long shutdown waits for cancelled handlers to unwind.
 _UNWIND_SECONDS = 1.0
@@ -61,9 +61,7 @@ class BackgroundQueue:
         self._idle: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        # open: takes every event. draining (shutdown has begun): takes only events that
-        # handlers emit, so work in flight can finish. closed: takes nothing.
-        self.state = OPEN
+        self.state = Lifecycle.OPEN
         self.lost = 0
 
     # ------------------------------------------------------------------ accepting
@@ -79,7 +77,8 @@ class BackgroundQueue:
         context: contextvars.Context,
         from_handler: bool = False,
     ) -> None:
-        if self.state is not OPEN and not (self.state is DRAINING and from_handler):
+        state = self.state
+        if state is not Lifecycle.OPEN and not (state is Lifecycle.DRAINING and from_handler):
             raise EventBusClosed(
                 f"cannot emit {envelope.name!r} in the background: the event bus is shutting down"
             )
@@ -129,7 +128,7 @@ class BackgroundQueue:
     def _accept(self, item: QueueItem) -> None:
         with self._handover_lock:  # both at once: a thread never sees the event uncounted
             self._handed_over -= 1
-            if self.state is CLOSED:  # handed over just before shutdown gave up
+            if self.state is Lifecycle.CLOSED:  # handed over just before shutdown gave up
                 self.count_lost(item[0], "arrived from a thread after shutdown")
                 return
             self._pending += 1
@@ -157,9 +156,9 @@ class BackgroundQueue:
                 if ran % _FAIR_SHARE == 0:
                     await asyncio.sleep(0)
                 continue
-            except Exception as exc:  # the dispatcher isolates handlers: this is a bug
+            except Exception as exc:  # e.g. a broker that did not take the event
                 self._finished()
-                logger.error(f"Background dispatch of {envelope.describe()} crashed: {exc!r}")
+                self.count_lost(envelope, _reason(exc))
                 continue
             except BaseException:  # KeyboardInterrupt, SystemExit: not ours to swallow
                 self._finished()
@@ -175,7 +174,7 @@ class BackgroundQueue:
             try:
                 await Resumed(coro, context, waiting_on)
             except Exception as exc:
-                logger.error(f"Background dispatch of {envelope.describe()} crashed: {exc!r}")
+                self.count_lost(envelope, _reason(exc))
             finally:
                 # Also when cancelled at shutdown: the count must never drift.
                 self._holding.pop(task, None)
@@ -217,7 +216,7 @@ class BackgroundQueue:
     async def cancel_all(self) -> list[EventEnvelope]:
         """Take nothing more; cancel everything queued or running, wait (briefly) for the
         cancelled handlers to unwind, and return the events lost."""
-        self.state = CLOSED
+        self.state = Lifecycle.CLOSED
         lost = [envelope for envelope, _, _ in self._queue]
         self._pending -= len(self._queue)
         self._queue.clear()
@@ -242,3 +241,7 @@ class BackgroundQueue:
         self.lost += 1
         self._on_lost(envelope)
         logger.error(f"Event {envelope.describe()} was lost: {reason}")
+
+
+def _reason(exc: Exception) -> str:
+    return f"not delivered: {type(exc).__name__}: {exc}"

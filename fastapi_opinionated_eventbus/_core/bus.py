@@ -1,63 +1,55 @@
-"""The event bus: subscribe handlers, emit events (awaited, background, after response)."""
+"""The event bus: subscribe handlers, emit events (awaited, background, after response).
+
+The bus prepares each event (name, payload, envelope) and hands it to its one backend,
+whatever kind that is; the backend runs the handlers here or carries the event to the
+process that will (see :mod:`fastapi_opinionated_eventbus.backends`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi_opinionated.shared.logger import ns_logger
 from pydantic import BaseModel
 
-from .._observability.tracing import EventTracer
-from ..backends import RemoteBackend
+from ..backends.factory import create_backend
 from ..metrics import CountingCollector, FanOutCollector, MetricsCollector, build_collector
-from .background import CLOSED, DRAINING, OPEN, BackgroundQueue, QueueItem
+from .after_response import ResponseQueue, response_queue
+from .background import BackgroundQueue
 from .correlation import request_correlation_id
-from .dead_letters import DeadLetter, DeadLetterStore
-from .dispatch import Dispatcher, cancelled_by_handler
-from .envelope import EventEnvelope, _current, _reset_current
+from .dispatch import Dispatcher
+from .envelope import EventEnvelope, current_var
 from .errors import ChainDepthExceeded, EventBusClosed, EventBusOverloaded
+from .lifecycle import Lifecycle
+from .port import BusPort
 from .registry import Plan, Registry, Subscription, build_subscription, check_event_name
 from .results import EmitResult, HandlerFailure
 from .retry import RetryPolicy
 from .settings import BusSettings, load_settings
 from .typed import event_name_of, validate_payload
 
+if TYPE_CHECKING:
+    from .._observability.tracing import EventTracer
+    from ..backends.base import Backend
+    from .dead_letters import DeadLetter
+
 __all__ = ["EventBus"]
 
 logger = ns_logger("EventBus")
 
-_OPEN, _DRAINING, _CLOSED = "open", "draining", "closed"
-
-
-class ResponseQueue(list[QueueItem]):
-    """The after-response events of one HTTP request. ``closed`` once the middleware has
-    dispatched or discarded them: a task the request started that outlives it (copying
-    this context) then emits in the background instead of into a queue nobody reads."""
-
-    __slots__ = ("closed",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.closed = False
-
-
-# Set by the after-response middleware for the duration of one HTTP request.
-_response_queue: contextvars.ContextVar[ResponseQueue | None] = contextvars.ContextVar(
-    "eventbus_response_queue", default=None
-)
-
 
 class EventBus:
-    """An in-process event bus.
+    """An event bus bound to one backend (``local`` by default: handlers run here).
 
-    ``await emit()`` runs the matching handlers and waits for them; ``emit_nowait()`` and
-    ``emit_after_response()`` hand events to background dispatch, which is tracked, bounded
-    by ``max_pending`` and drained on shutdown. Handlers' failures are isolated and logged.
+    ``await emit()`` hands the event to the backend and waits: locally, for the handlers;
+    with a broker, until it stored the event. ``emit_nowait()`` and
+    ``emit_after_response()`` hand events over in the background, tracked, bounded by
+    ``max_pending`` and drained on shutdown. Handlers' failures are isolated and logged.
     """
 
     def __init__(
@@ -68,26 +60,14 @@ class EventBus:
         self.settings = settings if settings is not None else load_settings(**options)
         self.app_name = app_name
         s = self.settings
-        self._registry = Registry(cache_size=s.pattern_cache_size)
-        self._dead_letters = DeadLetterStore(s.dead_letter_capacity)
-        self._dispatcher = Dispatcher(self._dead_letters, s.thread_pool_size)
         self._strict = s.strict
         self._max_chain_depth = s.max_chain_depth
         self._default_retry: RetryPolicy | None = s.retry
-        self._state = _OPEN
+        self._state = Lifecycle.OPEN
         # False when disabled or closed: the one flag the hot path reads.
         self._accepting = not s.disabled
         self._disabled_logged = False
         self._taps: list[Callable[[EventEnvelope], None]] = []
-        self._backend: RemoteBackend | None = None
-        run_background: Callable[[EventEnvelope, Plan], Coroutine[Any, Any, object]]
-        run_background = self._dispatcher.run
-        if s.backend == "redis":
-            from ..backends.redis.backend import RedisStreamsBackend
-
-            self._backend = RedisStreamsBackend(self, s)
-            run_background = self._publish_in_background
-        self._background = BackgroundQueue(run_background, s.max_pending, self._on_lost)
         # Observation: metrics, tracing, taps. Off by default; when all are off, emit reads
         # one flag (_observed) and nothing else.
         self.counters = CountingCollector() if s.introspection_path else None
@@ -97,17 +77,29 @@ class EventBus:
             self._metrics = collectors[0]
         elif collectors:
             self._metrics = FanOutCollector(collectors)
-        self._tracer = EventTracer() if s.tracing else None
+        self._tracer: EventTracer | None = None
+        if s.tracing:
+            from .._observability.tracing import EventTracer
+
+            self._tracer = EventTracer()
+        unwrapped = self._metrics is None and self._tracer is None
+        self._registry = Registry(cache_size=s.pattern_cache_size, inline=unwrapped)
+        # Read directly on the hot path: the registry clears it in place, never replaces it.
+        self._plans = self._registry.cached
+        self._dispatcher = Dispatcher(s.thread_pool_size)
         self._dispatcher.observe(self._metrics, self._tracer)
+        port = BusPort(self._registry, self._dispatcher, app_name=app_name, taps=self._taps)
+        self._backend: Backend = create_backend(s, port)
+        self._publish = self._backend.publish
+        self._check = self._backend.check
+        # With a broker every event leaves the process, handlers here or not.
+        self._always_publish = self._backend.distributed
+        self._background = BackgroundQueue(self._publish, s.max_pending, self._on_lost)
         if self._metrics is not None:
-            self._metrics.watch(
-                lambda: self.pending, lambda: getattr(self._backend, "pending_entries", 0)
-            )
+            backend = self._backend
+            self._metrics.watch(lambda: self.pending, lambda: backend.pending_entries)
         self._observed = False
         self._update_observed()
-        # The registry's plan cache, read directly on the hot path (the registry clears
-        # it in place, never replaces it).
-        self._plans = self._registry._plans
 
     # ================================================================ subscriptions
     def subscribe(
@@ -124,11 +116,13 @@ class EventBus:
         sub, schema = build_subscription(
             event, handler, priority=priority, retry=retry, timeout=timeout, broadcast=broadcast
         )
-        self._add(sub, schema)
+        self.add(sub, schema)
         return sub
 
-    def _add(self, sub: Subscription, schema: Any = None) -> None:
-        if self._state == _CLOSED:
+    def add(self, sub: Subscription, schema: type[BaseModel] | None = None) -> None:
+        """Subscribe a prepared :class:`Subscription` (what ``@OnInternalEvent`` built),
+        registering ``schema`` for its name."""
+        if self._state is Lifecycle.CLOSED:
             raise EventBusClosed(f"cannot subscribe {sub.name} to {sub.event!r}: the bus is closed")
         if sub.retry is None and self._default_retry is not None:
             sub = replace(sub, retry=self._default_retry)
@@ -162,76 +156,68 @@ class EventBus:
     async def emit(
         self, event: str | BaseModel, /, *args: Any, strict: bool | None = None, **kwargs: Any
     ) -> EmitResult:
-        """Run every handler of ``event`` with these arguments and wait for all of them.
+        """Hand ``event`` to the backend and wait: for its handlers to finish (local), or
+        until the broker stored it (``result.published``).
 
         Async handlers run on the loop and sync ones in worker threads, concurrently within
         one priority. Failures are logged and returned, not raised, unless ``strict``.
         (``strict`` is therefore a reserved keyword: handlers cannot receive it.)
         """
+        prepared = self._prepare(event, args, kwargs)
+        if prepared is None:
+            return EmitResult(None, 0)
+        envelope, plan, _ = prepared
+        if self._observed:
+            result = await self._publish_observed(envelope, plan)
+        else:
+            result = await self._publish(envelope, plan)
+        if result.failures and (self._strict if strict is None else strict):
+            raise _failures_group(envelope.name, result.failures)
+        return result
+
+    def _prepare(
+        self, event: str | BaseModel, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[EventEnvelope, Plan, bool] | None:
+        """The envelope and plan of an emit (and whether a handler emits it), validated now,
+        in the caller's hands; None when the bus is disabled (emits are no-ops)."""
         if type(event) is not str or not event:
             event, args, kwargs = _normalize(event, args, kwargs)
         if not self._accepting:
             self._refuse(event)
-            return EmitResult(None, 0)
+            return None
         plan = self._plans.get(event) or self._registry.plan(event)
         if plan.schema is not None:
             args, kwargs = validate_payload(plan.schema, event, args, kwargs), {}
-        parent = _current.get()
+        parent = current_var.get()
         if parent is None:
-            envelope = EventEnvelope(event, args, kwargs, request_correlation_id.get())
-        else:
-            envelope = self._child_envelope(parent, event, args, kwargs)
-        if self._observed:
-            result = await self._emit_observed(envelope, plan)
-            if result.failures and (self._strict if strict is None else strict):
-                raise _failures_group(event, result.failures)
-            return result
-        single = plan.single
-        if single is not None:
-            # The common case inlined: one plain async handler, awaited in this task.
-            token = _current.set(envelope)
-            try:
-                await single.handler(*args, **kwargs)
-                return EmitResult(envelope, 1)
-            except Exception as exc:
-                failures: tuple[HandlerFailure, ...] = (
-                    self._dispatcher.give_up(single, envelope, exc, 1),
-                )
-            except asyncio.CancelledError as cancelled:
-                failures = (
-                    self._dispatcher.give_up(single, envelope, cancelled_by_handler(cancelled), 1),
-                )
-            finally:
-                _reset_current(token)
-        elif plan.count:
-            failures = await self._dispatcher.run(envelope, plan)
-        else:
-            return EmitResult(envelope, 0)
-        if failures and (self._strict if strict is None else strict):
-            raise _failures_group(event, failures)
-        return EmitResult(envelope, plan.count, failures)
+            return EventEnvelope(event, args, kwargs, request_correlation_id.get()), plan, False
+        chain = parent.child_chain()
+        if len(chain) >= self._max_chain_depth:
+            raise ChainDepthExceeded(
+                f"event {event!r} emitted at depth {len(chain) + 1} > max_chain_depth="
+                f"{self._max_chain_depth}; a handler cycle? "
+                f"Chain: {' -> '.join((*chain, event))}"
+            )
+        envelope = EventEnvelope(event, args, kwargs, parent.correlation_id, chain=chain)
+        return envelope, plan, True
 
-    async def _emit_observed(self, envelope: EventEnvelope, plan: Plan) -> EmitResult:
-        """emit() with taps, metrics, tracing or a remote backend: the slower, general path."""
+    async def _publish_observed(self, envelope: EventEnvelope, plan: Plan) -> EmitResult:
+        """emit() with taps, metrics or tracing: the slower, general path."""
         self._observe_emitted(envelope)
         if self._tracer is None:
-            return await self._deliver(envelope, plan)
-        with self._tracer.emit_span(envelope, remote=self._backend is not None):
-            if self._backend is not None:
-                envelope._trace = self._tracer.carrier()
-            return await self._deliver(envelope, plan)
+            return await self._publish(envelope, plan)
+        with self._tracer.emit_span(envelope, remote=self._always_publish):
+            return await self._publish(self._traced(envelope), plan)
 
-    async def _deliver(self, envelope: EventEnvelope, plan: Plan) -> EmitResult:
-        if self._backend is not None:
-            await self._backend.publish(envelope)
-            return EmitResult(envelope, 0, published=True)
-        if not plan.count:
-            return EmitResult(envelope, 0)
-        return EmitResult(envelope, plan.count, await self._dispatcher.run(envelope, plan))
+    def _traced(self, envelope: EventEnvelope) -> EventEnvelope:
+        """With a broker, the event carries the emit span's context to its consumer."""
+        if self._tracer is None or not self._always_publish:
+            return envelope
+        return envelope.with_trace(self._tracer.carrier())
 
     def _observe_emitted(self, envelope: EventEnvelope) -> None:
-        if self._taps:
-            self._tap(envelope)
+        for callback in self._taps:
+            callback(envelope)
         if self._metrics is not None:
             self._metrics.emitted(envelope.name)
 
@@ -243,39 +229,29 @@ class EventBus:
         :raises EventBusOverloaded: when ``max_pending`` background events are in flight.
         :raises EventBusClosed: once shutdown has begun.
         """
-        # _prepare() inlined: this is the background hot path.
-        if type(event) is not str or not event:
-            event, args, kwargs = _normalize(event, args, kwargs)
-        if not self._accepting:
-            self._refuse(event)
-            return EventEnvelope(event, args, kwargs)
-        plan = self._plans.get(event) or self._registry.plan(event)
-        if plan.schema is not None:
-            args, kwargs = validate_payload(plan.schema, event, args, kwargs), {}
-        parent = _current.get()
-        if parent is None:
-            envelope = EventEnvelope(event, args, kwargs, request_correlation_id.get())
-        else:
-            envelope = self._child_envelope(parent, event, args, kwargs)
-        if self._observed:
-            self._observe_emitted(envelope)
-            if self._tracer is not None:
-                # Inside the emit span, so the handlers' spans (and a remote consumer's)
-                # become its children.
-                with self._tracer.emit_span(envelope, remote=self._backend is not None):
-                    if self._backend is not None:
-                        envelope._trace = self._tracer.carrier()
-                    self._submit_if_needed(envelope, plan, parent is not None)
-                return envelope
-        self._submit_if_needed(envelope, plan, parent is not None)
+        prepared = self._prepare(event, args, kwargs)
+        if prepared is None:
+            return _placeholder(event, args, kwargs)
+        envelope, plan, from_handler = prepared
+        if not self._observed:
+            self._submit(envelope, plan, from_handler)
+            return envelope
+        self._observe_emitted(envelope)
+        if self._tracer is None:
+            self._submit(envelope, plan, from_handler)
+            return envelope
+        # Inside the emit span, so the handlers' spans (and a remote consumer's) become
+        # its children.
+        with self._tracer.emit_span(envelope, remote=self._always_publish):
+            envelope = self._traced(envelope)
+            self._submit(envelope, plan, from_handler)
         return envelope
 
-    def _submit_if_needed(self, envelope: EventEnvelope, plan: Plan, from_handler: bool) -> None:
-        if self._backend is not None:
-            # Refuse an argument that cannot cross processes here, in the caller's hands,
-            # rather than losing the event in the background.
-            self._backend.validate(envelope)
-        if plan.count or self._backend is not None or self._background.state is not OPEN:
+    def _submit(self, envelope: EventEnvelope, plan: Plan, from_handler: bool) -> None:
+        # An argument that cannot cross processes is refused here, in the caller's hands,
+        # rather than lost in the background.
+        self._check(envelope)
+        if plan.count or self._always_publish or self._background.state is not Lifecycle.OPEN:
             # (Refused the same way with or without handlers once shutdown has begun.)
             self._background.submit(envelope, plan, contextvars.copy_context(), from_handler)
 
@@ -286,54 +262,32 @@ class EventBus:
         request succeeded (a 5xx or an unhandled exception discards the queued events).
         Outside a request: the same as :meth:`emit_nowait`.
         """
-        queue = _response_queue.get()
+        queue = response_queue.get()
         if queue is None or queue.closed:
             return self.emit_nowait(event, *args, **kwargs)
-        envelope, plan = self._prepare(event, args, kwargs)
-        if plan is not None:
+        prepared = self._prepare(event, args, kwargs)
+        if prepared is None:
+            return _placeholder(event, args, kwargs)
+        envelope, plan, _ = prepared
+        if self._observed:
+            self._observe_emitted(envelope)
+            envelope = self._traced(envelope)
+        self._check(envelope)
+        if plan.count or self._always_publish:
             queue.append((envelope, plan, contextvars.copy_context()))
         return envelope
 
-    def _prepare(
-        self, event: str | BaseModel, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[EventEnvelope, Plan | None]:
-        """Validate and build the envelope now, so a bad emit fails in the caller's hands."""
-        if type(event) is not str or not event:
-            event, args, kwargs = _normalize(event, args, kwargs)
-        if not self._accepting:
-            self._refuse(event)
-            return EventEnvelope(event, args, kwargs), None
-        plan = self._plans.get(event) or self._registry.plan(event)
-        if plan.schema is not None:
-            args, kwargs = validate_payload(plan.schema, event, args, kwargs), {}
-        parent = _current.get()
-        if parent is None:
-            envelope = EventEnvelope(event, args, kwargs, request_correlation_id.get())
-        else:
-            envelope = self._child_envelope(parent, event, args, kwargs)
-        if self._observed:
-            self._observe_emitted(envelope)
-            if self._tracer is not None and self._backend is not None:
-                envelope._trace = self._tracer.carrier()
-        if self._backend is not None:
-            self._backend.validate(envelope)
-        # With a remote backend every event is published, handlers here or not.
-        return envelope, (plan if plan.count or self._backend is not None else None)
-
-    def _child_envelope(
-        self, parent: EventEnvelope, event: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> EventEnvelope:
-        chain = parent.child_chain()
-        if len(chain) >= self._max_chain_depth:
-            raise ChainDepthExceeded(
-                f"event {event!r} emitted at depth {len(chain) + 1} > max_chain_depth="
-                f"{self._max_chain_depth}; a handler cycle? "
-                f"Chain: {' -> '.join((*chain, event))}"
-            )
-        return EventEnvelope(event, args, kwargs, parent.correlation_id, chain=chain)
+    def dispatch_after_response(self, queued: ResponseQueue) -> None:
+        """Hand a request's after-response events to background dispatch (the middleware
+        calls this once the response was sent); none is lost silently."""
+        for envelope, plan, context in queued:
+            try:
+                self._background.submit(envelope, plan, context)
+            except (EventBusClosed, EventBusOverloaded) as exc:
+                self._background.count_lost(envelope, f"not dispatched after the response: {exc}")
 
     def _refuse(self, event: str) -> None:
-        if self._state == _CLOSED:
+        if self._state is Lifecycle.CLOSED:
             raise EventBusClosed(
                 f"cannot emit {event!r}: the event bus was shut down with the app; its "
                 "handlers are cleared (emit from a running app)"
@@ -343,38 +297,9 @@ class EventBus:
             logger.warning("Event dispatch is disabled (EVENTBUS_DISABLED): emits are no-ops.")
 
     # ================================================================ background
-    def _submit_after_response(self, items: list[QueueItem]) -> None:
-        """Called by the middleware once the response was sent; nothing is lost silently."""
-        for envelope, plan, context in items:
-            try:
-                self._background.submit(envelope, plan, context)
-            except (EventBusClosed, EventBusOverloaded) as exc:
-                self._background.count_lost(envelope, f"not dispatched after the response: {exc}")
-
-    async def _publish_in_background(self, envelope: EventEnvelope, plan: Plan) -> None:
-        assert self._backend is not None
-        try:
-            await self._backend.publish(envelope)
-        except Exception as exc:
-            self._background.count_lost(envelope, f"not published: {type(exc).__name__}: {exc}")
-
-    async def dispatch_received(self, envelope: EventEnvelope, *, broadcast: bool) -> EmitResult:
-        """Run this process's handlers for an event a remote backend delivered.
-
-        ``broadcast`` selects the broadcast subscriptions (run in every process) or the
-        others (run once per app). Never raises for a handler failure.
-        """
-        plan = self._registry.plan(envelope.name)
-        if plan.count:
-            plan = plan.only(broadcast=broadcast)
-        if not plan.count:
-            return EmitResult(envelope, 0)
-        if self._taps:
-            self._tap(envelope)
-        return EmitResult(envelope, plan.count, await self._dispatcher.run(envelope, plan))
-
     @property
-    def backend(self) -> RemoteBackend | None:
+    def backend(self) -> Backend:
+        """The backend events are handed to."""
         return self._backend
 
     @property
@@ -395,12 +320,18 @@ class EventBus:
         return await self._background.wait_idle(timeout)
 
     # ================================================================ lifecycle
+    async def connect(self) -> None:
+        """Connect the backend for publishing and inspection only: this process consumes
+        nothing (CLI tools, producer-only scripts). Handlers here run only for awaited emits
+        of an in-process backend."""
+        self._background.bind(asyncio.get_running_loop())
+        await self._backend.connect()
+
     async def start(self) -> None:
         """Bind the bus to the running loop and start the backend (the plugin does this at
         app startup)."""
         self._background.bind(asyncio.get_running_loop())
-        if self._backend is not None:
-            await self._backend.start()
+        await self._backend.start()
 
     async def shutdown(self, timeout: float | None = None) -> int:
         """Refuse new background events (except those handlers still running emit), let
@@ -409,21 +340,20 @@ class EventBus:
 
         Returns the number of events lost, each of which is logged by name and id.
         """
-        if self._state == _OPEN:
-            self._state = _DRAINING
-        self._background.state = DRAINING
+        if self._state is Lifecycle.OPEN:
+            self._state = Lifecycle.DRAINING
+        self._background.state = Lifecycle.DRAINING
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
-        deadline = asyncio.get_running_loop().time() + timeout
-        if self._backend is not None:
-            # Take no new entries, then let the handlers running now finish: they may
-            # still emit, and their events are drained below.
-            await self._backend.pause()
-            await self._backend.settle(timeout)
-        remaining = await self.drain(max(0.0, deadline - asyncio.get_running_loop().time()))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # Take no new received events, then let the handlers running now finish: they may
+        # still emit, and their events are drained below.
+        await self._backend.pause()
+        await self._backend.settle(timeout)
+        remaining = await self.drain(max(0.0, deadline - loop.time()))
         lost = await self._background.cancel_all() if remaining else []
-        self._background.state = CLOSED
-        if self._backend is not None:
-            await self._backend.stop()
+        self._background.state = Lifecycle.CLOSED
+        await self._backend.stop(max(0.0, deadline - loop.time()))
         if lost:
             logger.error(
                 f"Shutdown: {len(lost)} background event(s) did not finish within {timeout}s "
@@ -434,20 +364,20 @@ class EventBus:
 
     def close(self) -> None:
         """Clear every subscription and stop; later emits raise EventBusClosed."""
-        self._state = _CLOSED
+        self._state = Lifecycle.CLOSED
         self._accepting = False
-        self._background.state = CLOSED
+        self._background.state = Lifecycle.CLOSED
         self._registry.clear()
         self._dispatcher.shutdown()
 
     def reopen(self) -> None:
         """Accept events again after :meth:`close`: the same app's lifespan may run twice
         (two ``with TestClient(app)`` blocks). Subscriptions start empty."""
-        if self._state != _CLOSED:
+        if self._state is not Lifecycle.CLOSED:
             return
-        self._state = _OPEN
+        self._state = Lifecycle.OPEN
         self._accepting = not self.settings.disabled
-        self._background.state = OPEN
+        self._background.state = Lifecycle.OPEN
         self._background.bind(None)  # the next lifespan may run on another loop
 
     async def aclose(self, timeout: float | None = None) -> int:
@@ -458,81 +388,37 @@ class EventBus:
 
     @property
     def closed(self) -> bool:
-        return self._state == _CLOSED
+        return self._state is Lifecycle.CLOSED
 
     # ================================================================ dead letters
     async def dead_letters(self) -> list[DeadLetter]:
-        """Handler failures after their last attempt, oldest first: in memory (bounded) with
-        the local backend, the dead-letter stream with Redis."""
-        if self._backend is not None:
-            return await self._backend.dead_letters()
-        return list(self._dead_letters)
-
-    @property
-    def dropped_dead_letters(self) -> int:
-        return self._dead_letters.dropped
+        """Handler failures after their last attempt, oldest first, as the backend keeps
+        them: in memory (bounded) locally, the dead-letter stream or topic with a broker."""
+        return await self._backend.dead_letters()
 
     async def replay_dead_letters(self) -> EmitResult:
-        """Run each dead letter's handler again; the ones failing again return to the store.
+        """Run each dead letter's handler again; the ones failing again stay dead letters.
 
         The result's ``handled`` counts the letters replayed, ``failures`` those that
-        failed again.
-
-        Letters whose handler is no longer subscribed are put back and reported.
+        failed again. Letters whose handler is not subscribed here stay, and are logged.
         """
-        if self._backend is not None:
-            return await self._backend.replay_dead_letters()
-        letters = self._dead_letters.take_all()
-        failures = []
-        replayed = 0
-        for letter in letters:
-            sub = self._subscription_of(letter)
-            if sub is None:
-                self._dead_letters.add(letter)
-                logger.warning(
-                    f"Dead letter of event {letter.event.describe()} not replayed: handler "
-                    f"{letter.handler} is no longer subscribed"
-                )
-                continue
-            replayed += 1
-            failure = await self._dispatcher.replay(letter, sub)
-            if failure is not None:
-                failures.append(failure)
-        return EmitResult(None, replayed, tuple(failures))
+        return await self._backend.replay_dead_letters()
 
-    def _subscription_of(self, letter: DeadLetter) -> Subscription | None:
-        """The subscription a letter came from, if it is still subscribed: the same object,
-        else one with the same handler and subscribed name (e.g. after a restart)."""
-        subs = self._registry.subscriptions()
-        if letter.source is not None and any(sub is letter.source for sub in subs):
-            return letter.source
-        for sub in subs:
-            if sub.name == letter.handler and letter.subscription in (None, sub.event):
-                return sub
-        return None
-
-    async def replay_one(self, letter: DeadLetter) -> EmitResult:
-        """Run one dead letter's handler again (used by backends' replay)."""
-        sub = self._subscription_of(letter)
-        if sub is None:
-            raise LookupError(f"handler {letter.handler} is not subscribed in this process")
-        failure = await self._dispatcher.replay(letter, sub)
-        return EmitResult(letter.event, 1, (failure,) if failure else ())
+    async def purge_dead_letters(self) -> int:
+        """Delete every dead letter; returns how many there were."""
+        return await self._backend.purge_dead_letters()
 
     async def health(self) -> dict[str, Any]:
-        """A report on the bus: backend reachability, in-flight and dead-letter counts."""
+        """The bus's state and counts, and the backend's :class:`BackendHealth` keys."""
         report: dict[str, Any] = {
-            "backend": self.settings.backend,
-            "state": self._state,
-            "healthy": self._state != _CLOSED,
+            "backend": self._backend.name,
+            "state": self._state.value,
+            "healthy": self._state is not Lifecycle.CLOSED,
             "pending": self.pending,
             "lost_events": self.lost_events,
             "abandoned_threads": self.abandoned_threads,
-            "dead_letters": len(self._dead_letters),
-            "dropped_dead_letters": self._dead_letters.dropped,
         }
-        if self._backend is not None:
-            report.update(await self._backend.health())
+        report.update(await self._backend.health())
         return report
 
     # ================================================================ observation
@@ -548,12 +434,7 @@ class EventBus:
             self._update_observed()
 
     def _update_observed(self) -> None:
-        self._observed = bool(
-            self._taps
-            or self._backend is not None
-            or self._metrics is not None
-            or self._tracer is not None
-        )
+        self._observed = bool(self._taps or self._metrics is not None or self._tracer is not None)
 
     def _on_lost(self, envelope: EventEnvelope) -> None:
         if self._metrics is not None:
@@ -564,18 +445,14 @@ class EventBus:
         """The configured metrics collector (None when metrics are off)."""
         return self._metrics
 
-    def _tap(self, envelope: EventEnvelope) -> None:
-        for callback in self._taps:
-            callback(envelope)
-
     @property
     def abandoned_threads(self) -> int:
         return self._dispatcher.abandoned_threads
 
     def __repr__(self) -> str:
         return (
-            f"<EventBus {self._state} subscriptions={len(self._registry.subscriptions())} "
-            f"pending={self.pending}>"
+            f"<EventBus {self._state.value} backend={self._backend.name} "
+            f"subscriptions={len(self._registry.subscriptions())} pending={self.pending}>"
         )
 
 
@@ -588,6 +465,14 @@ def _failures_group(event: str, failures: tuple[HandlerFailure, ...]) -> Excepti
 
 def _emitted_at(envelope: EventEnvelope) -> float:
     return envelope.emitted_at_timestamp
+
+
+def _placeholder(
+    event: str | BaseModel, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> EventEnvelope:
+    """The envelope a disabled bus returns from a non-blocking emit (nothing is sent)."""
+    name = event if isinstance(event, str) else event_name_of(type(event))
+    return EventEnvelope(name, args, kwargs)
 
 
 def _normalize(

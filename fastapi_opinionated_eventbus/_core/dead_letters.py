@@ -13,6 +13,7 @@ from .envelope import EventEnvelope
 
 if TYPE_CHECKING:
     from .registry import Subscription
+    from .results import HandlerFailure
 
 __all__ = ["DeadLetter", "DeadLetterStore"]
 
@@ -44,8 +45,9 @@ class DeadLetter:
         *,
         subscription: str | None = None,
         reason: str = "handler failed",
+        source: Subscription | None = None,
     ) -> DeadLetter:
-        """A dead letter known only by names (e.g. read back from Redis)."""
+        """A dead letter of ``handler`` (its ``module:qualname``) failing with ``exc``."""
         return cls(
             event=event,
             handler=handler,
@@ -55,20 +57,19 @@ class DeadLetter:
             attempts=attempts,
             reason=reason,
             subscription=subscription,
+            source=source,
         )
 
     @classmethod
-    def from_failure(
-        cls, event: EventEnvelope, sub: Subscription, exc: BaseException, attempts: int
-    ) -> DeadLetter:
-        return cls(
-            event=event,
-            handler=sub.name,
-            exception_type=type(exc).__qualname__,
-            message=str(exc),
-            traceback="".join(traceback.format_exception(exc)),
-            attempts=attempts,
-            subscription=sub.event,
+    def from_failure(cls, event: EventEnvelope, failure: HandlerFailure) -> DeadLetter:
+        """The dead letter of a handler that failed in this process."""
+        sub = failure.subscription
+        return cls.from_exception(
+            event,
+            failure.handler,
+            failure.exception,
+            failure.attempts,
+            subscription=None if sub is None else sub.event,
             source=sub,
         )
 

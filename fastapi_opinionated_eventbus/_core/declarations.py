@@ -53,7 +53,7 @@ def _take(bus: EventBus, entry: dict[str, Any]) -> None:
     if sub is None:
         bus.register_schema(entry["event"], entry["schema"])
     else:
-        bus._add(sub, entry.get("schema"))
+        bus.add(sub, entry.get("schema"))
 
 
 def attach(bus: EventBus) -> int:

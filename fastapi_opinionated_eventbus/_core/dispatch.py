@@ -21,20 +21,23 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi_opinionated.shared.logger import ns_logger
 
-from .dead_letters import DeadLetter, DeadLetterStore
-from .envelope import EventEnvelope, _current, _reset_current
+from .dead_letters import DeadLetter
+from .envelope import EventEnvelope, current_var, reset_current
 from .errors import HandlerTimeout
 from .registry import Plan, Subscription
-from .results import HandlerFailure
+from .results import EmitResult, HandlerFailure
 from .stepping import Resumed
 
 if TYPE_CHECKING:
     from .._observability.tracing import EventTracer
     from ..metrics import MetricsCollector
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "KeepLetter", "cancelled_by_handler"]
 
 logger = ns_logger("EventBus")
+
+KeepLetter = Callable[[DeadLetter], None]
+"""Where the caller of :meth:`Dispatcher.run` keeps the dead letters of its failures."""
 
 
 def default_thread_pool_size() -> int:
@@ -76,8 +79,7 @@ def cancelled_by_handler(cancelled: asyncio.CancelledError) -> Exception:
 class Dispatcher:
     """Runs subscriptions for events; owns the worker threads of sync handlers."""
 
-    def __init__(self, dead_letters: DeadLetterStore, thread_pool_size: int | None = None) -> None:
-        self.dead_letters = dead_letters
+    def __init__(self, thread_pool_size: int | None = None) -> None:
         self._thread_pool_size = thread_pool_size or default_thread_pool_size()
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
@@ -93,27 +95,46 @@ class Dispatcher:
         self.raw_ok = metrics is None and tracer is None
 
     # ------------------------------------------------------------------ running a plan
-    async def run(self, event: EventEnvelope, plan: Plan) -> tuple[HandlerFailure, ...]:
-        """Run the plan's groups in priority order; return the failures (usually none)."""
+    async def run(
+        self, event: EventEnvelope, plan: Plan, keep: KeepLetter | None = None
+    ) -> EmitResult:
+        """Run the plan's handlers and wait for them; never raises for their failures.
+
+        ``keep`` receives a dead letter for each failure (the local backend's store);
+        without it the failures are only returned (a remote backend stores them itself).
+        """
         single = plan.single
-        if single is not None and self.raw_ok:
-            token = _current.set(event)
+        if single is not None:
+            # The common case: one plain async handler, awaited right here (no Task).
+            token = current_var.set(event)
             try:
                 await single.handler(*event._args, **event._kwargs)
-                return ()
+                return EmitResult(event, 1)
             except Exception as exc:
-                return (self.give_up(single, event, exc, 1),)
+                failure = self.give_up(single, event, exc, 1)
             except asyncio.CancelledError as cancelled:
-                return (self.give_up(single, event, cancelled_by_handler(cancelled), 1),)
+                failure = self.give_up(single, event, cancelled_by_handler(cancelled), 1)
             finally:
-                _reset_current(token)
+                reset_current(token)
+            failures: tuple[HandlerFailure, ...] = (failure,)
+        elif plan.count:
+            failures = await self._run_groups(event, plan)
+        else:
+            return EmitResult(event, 0)
+        if failures and keep is not None:
+            for failed in failures:
+                keep(DeadLetter.from_failure(event, failed))
+        return EmitResult(event, plan.count, failures)
+
+    async def _run_groups(self, event: EventEnvelope, plan: Plan) -> tuple[HandlerFailure, ...]:
+        """Run the plan's groups in priority order; return the failures (usually none)."""
         failures: list[HandlerFailure] | None = None
         for group in plan.groups:
             if len(group) == 1:
                 sub = group[0]
                 failure: HandlerFailure | None
                 if sub.plain and self.raw_ok:
-                    token = _current.set(event)
+                    token = current_var.set(event)
                     try:
                         await sub.handler(*event._args, **event._kwargs)
                         continue
@@ -122,7 +143,7 @@ class Dispatcher:
                     except asyncio.CancelledError as cancelled:
                         failure = self.give_up(sub, event, cancelled_by_handler(cancelled), 1)
                     finally:
-                        _reset_current(token)
+                        reset_current(token)
                 else:
                     failure = await self._invoke(sub, event)
                     if failure is None:
@@ -149,7 +170,7 @@ class Dispatcher:
         tasks: list[tuple[Subscription, asyncio.Task[Any]]] = []
         args, kwargs = event._args, event._kwargs
         raw_ok = self.raw_ok
-        token = _current.set(event)  # copied into each handler's context
+        token = current_var.set(event)  # copied into each handler's context
         try:
             for sub in group:
                 raw = sub.plain and raw_ok
@@ -177,7 +198,7 @@ class Dispatcher:
                     continue
                 held = (sub, coro, context, waiting_on)
         finally:
-            _current.reset(token)
+            current_var.reset(token)
         try:
             if held is not None:
                 sub, coro, context, waiting_on = held
@@ -232,7 +253,7 @@ class Dispatcher:
         policy = sub.retry
         attempts = policy.max_attempts if policy is not None else 1
         metrics, tracer = self.metrics, self.tracer
-        token = _current.set(event)
+        token = current_var.set(event)
         try:
             attempt = 1
             while True:
@@ -263,13 +284,13 @@ class Dispatcher:
                     await asyncio.sleep(delay)
                     attempt += 1
                     event = event.with_attempt(attempt)
-                    _current.set(event)
+                    current_var.set(event)
                 else:
                     if metrics is not None:
                         metrics.handled(sub.event, sub.name, time.perf_counter() - started)
                     return None
         finally:
-            _reset_current(token)
+            reset_current(token)
 
     async def _call_traced(
         self, tracer: EventTracer, sub: Subscription, event: EventEnvelope
@@ -349,10 +370,9 @@ class Dispatcher:
             f"attempt(s): "
             f"{type(exc).__name__}: {exc}.{hint}\n{tb}"
         )
-        self.dead_letters.add(DeadLetter.from_failure(event, sub, exc, attempts))
         if self.metrics is not None:
             self.metrics.dead_lettered(sub.event, sub.name)
-        return HandlerFailure(sub.name, exc, attempts)
+        return HandlerFailure(sub.name, exc, attempts, sub)
 
     # ------------------------------------------------------------------ replay
     async def replay(self, letter: DeadLetter, sub: Subscription) -> HandlerFailure | None:

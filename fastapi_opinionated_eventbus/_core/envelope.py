@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import NoCurrentEvent
 
-__all__ = ["EventEnvelope", "current_event"]
+__all__ = ["EventEnvelope", "current_event", "current_var", "reset_current"]
 
 
 def _new_process_prefix() -> str:
@@ -135,6 +135,13 @@ class EventEnvelope:
 
     def with_attempt(self, attempt: int) -> EventEnvelope:
         """The same event (same id) at another attempt number."""
+        return self._same_event(attempt, self._trace)
+
+    def with_trace(self, trace: dict[str, str]) -> EventEnvelope:
+        """The same event (same id) carrying ``trace``, the W3C trace context of its emit."""
+        return self._same_event(self._attempt, trace)
+
+    def _same_event(self, attempt: int, trace: dict[str, str] | None) -> EventEnvelope:
         return EventEnvelope(
             self._name,
             self._args,
@@ -144,7 +151,7 @@ class EventEnvelope:
             attempt=attempt,
             event_id=self.id,
             emitted_at=self._emitted_at,
-            trace=self._trace,
+            trace=trace,
         )
 
     def child_chain(self) -> tuple[str, ...]:
@@ -155,13 +162,14 @@ class EventEnvelope:
         return f"<EventEnvelope {self._name!r} id={self.id} attempt={self._attempt}>"
 
 
-_current: ContextVar[EventEnvelope | None] = ContextVar("eventbus_current_event", default=None)
+current_var: ContextVar[EventEnvelope | None] = ContextVar("eventbus_current_event", default=None)
+"""The event the running handler was called for (set by whoever runs the handler)."""
 
 
-def _reset_current(token: Token[EventEnvelope | None]) -> None:
+def reset_current(token: Token[EventEnvelope | None]) -> None:
     """Restore the previous current event after a handler ran."""
     try:  # noqa: SIM105 - try is free on the hot path, contextlib.suppress() is not
-        _current.reset(token)
+        current_var.reset(token)
     except ValueError:
         # An unfinished handler closed by the garbage collector (its loop is gone) runs its
         # finally clause in whatever context is current: there is nothing left to restore.
@@ -175,7 +183,7 @@ def current_event() -> EventEnvelope:
 
     :raises NoCurrentEvent: when called outside an event handler.
     """
-    event = _current.get()
+    event = current_var.get()
     if event is None:
         raise NoCurrentEvent(
             "current_event() was called outside an event handler: it only has a value "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -68,14 +69,23 @@ class Plan:
     Handlers in one group run concurrently; a group starts when the previous one finished.
     """
 
-    __slots__ = ("_only", "count", "groups", "schema", "single")
+    __slots__ = ("_only", "count", "groups", "inline", "schema", "single")
 
-    def __init__(self, groups: tuple[tuple[Subscription, ...], ...], schema: Any = None) -> None:
+    def __init__(
+        self,
+        groups: tuple[tuple[Subscription, ...], ...],
+        schema: Any = None,
+        *,
+        inline: bool = True,
+    ) -> None:
         self.groups = groups
         self.count = sum(len(group) for group in groups)
         self.schema = schema
-        # The one plain async handler when that is all there is: emit's fastest path.
-        self.single = groups[0][0] if self.count == 1 and groups[0][0].plain else None
+        self.inline = inline
+        # The one plain async handler when that is all there is, and nothing (metrics,
+        # tracing) needs to wrap it: awaited directly, the fastest path.
+        single = groups[0][0] if self.count == 1 else None
+        self.single = single if inline and single is not None and single.plain else None
         self._only: dict[bool, Plan] = {}
 
     def only(self, *, broadcast: bool) -> Plan:
@@ -87,7 +97,7 @@ class Plan:
                 for group in self.groups
                 if (kept := tuple(s for s in group if s.broadcast == broadcast))
             )
-            plan = self._only[broadcast] = Plan(groups, self.schema)
+            plan = self._only[broadcast] = Plan(groups, self.schema, inline=self.inline)
         return plan
 
 
@@ -103,21 +113,27 @@ class Registry:
 
     ``plan(name)`` costs one dict lookup once a name has been seen: patterns are matched
     once per distinct name, and the cache is emptied on every subscribe/unsubscribe.
+    ``inline=False`` (metrics or tracing on) keeps every handler on the wrapped path.
     """
 
-    def __init__(self, cache_size: int = 4096) -> None:
+    def __init__(self, cache_size: int = 4096, *, inline: bool = True) -> None:
         self._exact: dict[str, list[Subscription]] = {}
         self._patterns: list[Subscription] = []
         self._schemas: dict[str, Any] = {}
-        self._plans: dict[str, Plan] = {}
+        self.cached: dict[str, Plan] = {}
+        """Resolved plans by event name: emit reads it directly (``cached.get(name)``);
+        it is only ever cleared in place, never replaced."""
         self._cache_size = cache_size
+        self._inline = inline
+        # Resolving runs on the loop and in threads (emit_nowait from sync code).
+        self._resolving = threading.Lock()
 
     def add(self, sub: Subscription) -> None:
         if sub.is_pattern:
             self._patterns.append(sub)
         else:
             self._exact.setdefault(sub.event, []).append(sub)
-        self._plans.clear()
+        self.cached.clear()
 
     def remove(self, event: str, handler: Callable[..., Any]) -> bool:
         """Remove ``handler``'s subscriptions to ``event``; False when there were none."""
@@ -134,18 +150,18 @@ class Registry:
             else:
                 self._exact.pop(event, None)
         if removed:
-            self._plans.clear()
+            self.cached.clear()
         return removed
 
     def set_schema(self, event: str, schema: Any) -> None:
         self._schemas[event] = schema
-        self._plans.clear()
+        self.cached.clear()
 
     def schema_for(self, event: str) -> Any:
         return self._schemas.get(event)
 
     def plan(self, event: str) -> Plan:
-        plan = self._plans.get(event)
+        plan = self.cached.get(event)
         if plan is None:
             plan = self._resolve(event)
         return plan
@@ -156,12 +172,15 @@ class Registry:
         check_event_name(event, what="event name to emit")
         subs = list(self._exact.get(event, ()))
         subs.extend(s for s in self._patterns if fnmatchcase(event, s.event))
-        plan = Plan(_group_by_priority(subs), self._schemas.get(event))
-        if len(self._plans) >= self._cache_size:
-            # Evict the oldest entry: an app emitting unbounded distinct names keeps a
-            # bounded cache and only loses speed on names it has not seen recently.
-            del self._plans[next(iter(self._plans))]
-        self._plans[event] = plan
+        plan = Plan(_group_by_priority(subs), self._schemas.get(event), inline=self._inline)
+        cached = self.cached
+        with self._resolving:
+            while len(cached) >= self._cache_size:
+                # Evict the oldest entry: an app emitting unbounded distinct names keeps a
+                # bounded cache and only loses speed on names it has not seen recently.
+                # (Under the lock: two threads must not both evict the same key.)
+                cached.pop(next(iter(cached)), None)
+            cached[event] = plan
         return plan
 
     def subscriptions(self) -> list[Subscription]:
@@ -173,11 +192,11 @@ class Registry:
         self._exact.clear()
         self._patterns.clear()
         self._schemas.clear()
-        self._plans.clear()
+        self.cached.clear()
 
     @property
     def cached_names(self) -> int:
-        return len(self._plans)
+        return len(self.cached)
 
 
 def check_event_name(event: object, *, what: str = "event name") -> str:
@@ -231,11 +250,18 @@ def check_handler(handler: object) -> Callable[..., Any]:
         raise TypeError(
             f"An event handler must be callable, got {type(handler).__name__}: {handler!r}"
         )
-    if inspect.isasyncgenfunction(handler) or inspect.isgeneratorfunction(handler):
-        raise TypeError(
-            f"{describe(handler)} is a generator function: nothing would iterate it, so "
-            "its body would never run; make it a plain def or async def"
-        )
+    function = "a generator function"
+    candidates = [(function, handler), (function, inspect.unwrap(handler))]
+    if not inspect.isroutine(handler) and not isinstance(handler, type):
+        # An object with __call__: what runs is that method.
+        call = getattr(type(handler), "__call__", None)  # noqa: B004
+        candidates.append(("an object whose __call__ is a generator function", call))
+    for what, candidate in candidates:
+        if inspect.isasyncgenfunction(candidate) or inspect.isgeneratorfunction(candidate):
+            raise TypeError(
+                f"{describe(handler)} is {what}: nothing would iterate it, so its body "
+                "would never run; make it a plain def or async def"
+            )
     return handler
 
 

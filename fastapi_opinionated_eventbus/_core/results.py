@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .envelope import EventEnvelope
+
+if TYPE_CHECKING:
+    from .registry import Subscription
 
 __all__ = ["EmitResult", "HandlerFailure"]
 
@@ -17,6 +21,8 @@ class HandlerFailure:
     """The handler's ``module:qualname``."""
     exception: Exception
     attempts: int = 1
+    subscription: Subscription | None = field(default=None, repr=False, compare=False)
+    """The subscription that failed, when it ran in this process (for its dead letter)."""
 
 
 class EmitResult:

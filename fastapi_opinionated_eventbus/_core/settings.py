@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .._secrets import mask_url
@@ -39,11 +39,15 @@ class BusSettings(BaseSettings):
     """Distinct event names whose resolved handlers are cached."""
 
     # ---------------------------------------------------------------- backend
-    backend: Literal["local", "redis"] = "local"
+    backend: str = "local"
     """``local``: handlers run in this process. ``redis``: events go through Redis Streams
-    and are handled once by the app as a whole (needs the ``[redis]`` extra)."""
+    and are handled once by the app as a whole (needs the ``[redis]`` extra). Other
+    names come from packages that add a backend (entry points)."""
+    backend_options: dict[str, Any] = Field(default_factory=dict)
+    """Options of a backend added by another package, handed to it untouched."""
     redis_url: str = "redis://localhost:6379/0"
-    """``redis://`` or ``rediss://`` (TLS) URL; its password never appears in logs."""
+    """``redis://``, ``rediss://`` (TLS) or ``unix://`` URL; its password never appears in
+    logs."""
     redis_prefix: str | None = None
     """Key prefix; default derived from the app's title, so two apps on one Redis don't mix."""
     redis_group: str = "eventbus"
@@ -74,6 +78,30 @@ class BusSettings(BaseSettings):
     """OpenTelemetry spans per emit and per handler (needs the ``[otel]`` extra)."""
     introspection_path: str | None = None
     """Mount a read-only JSON endpoint describing the bus (e.g. ``/_eventbus``)."""
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, name: str) -> str:
+        from ..backends.factory import backend_names
+
+        known = backend_names()
+        if name not in known:
+            raise ValueError(
+                f"unknown backend {name!r}; known backends: {', '.join(map(repr, known))} "
+                "(a package can add one through the entry-point group "
+                "'fastapi_opinionated_eventbus.backends')"
+            )
+        return name
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str) -> str:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            scheme = url.partition("://")[0] if "://" in url else "no scheme"
+            raise ValueError(
+                f"must start with redis://, rediss:// (TLS) or unix://, not {scheme!r}"
+            )
+        return url
 
 
 OPTION_NAMES = tuple(BusSettings.model_fields)

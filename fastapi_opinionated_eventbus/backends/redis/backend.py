@@ -20,7 +20,7 @@ import asyncio
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi_opinionated.shared.logger import ns_logger
 from redis.asyncio import Redis
@@ -32,6 +32,8 @@ from ..._core.errors import BackendUnavailable
 from ..._core.results import EmitResult, HandlerFailure
 from ..._core.settings import BusSettings
 from ..._secrets import mask_url
+from ..._text import as_text
+from ..base import BackendHealth, BackendPort, StopReport
 from .broadcast import BroadcastReader
 from .connection import Backoff, describe_error, is_fatal, is_transient, make_client
 from .consumer import GroupConsumer
@@ -40,9 +42,9 @@ from .keys import StreamKeys, default_prefix
 from .publisher import Publisher
 
 if TYPE_CHECKING:
-    from ..._core.bus import EventBus
+    from ..._core.registry import Plan
 
-__all__ = ["RedisStreamsBackend", "default_prefix"]
+__all__ = ["RedisHealth", "RedisStreamsBackend", "default_prefix"]
 
 logger = ns_logger("EventBus.redis")
 
@@ -55,19 +57,37 @@ def default_consumer() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class RedisStreamsBackend:
-    """A :class:`~fastapi_opinionated_eventbus.backends.RemoteBackend` on Redis Streams."""
+class RedisHealth(BackendHealth, total=False):
+    redis_url: str
+    """The URL, password masked."""
+    stream: str
+    stream_length: int | None
+    group: str
+    consumer: str
+    """This process's consumer name."""
+    pending: int | None
+    """Entries delivered to the group and not acknowledged."""
+    lag: int | None
+    """Entries not yet delivered to the group (Redis 7+)."""
+    pending_by_consumer: dict[str, int]
 
-    def __init__(self, bus: EventBus, settings: BusSettings) -> None:
-        self._bus = bus
+
+class RedisStreamsBackend:
+    """A :class:`~fastapi_opinionated_eventbus.backends.Backend` on Redis Streams."""
+
+    name = "redis"
+    distributed = True
+
+    def __init__(self, settings: BusSettings, port: BackendPort) -> None:
+        self._port = port
         self._settings = settings
         self.url = settings.redis_url
-        app_name = getattr(bus, "app_name", None)
+        app_name = port.app_name
         self.keys = StreamKeys(
             settings.redis_prefix or (default_prefix(app_name) if app_name else "eventbus")
         )
         self.consumer = settings.redis_consumer or default_consumer()
-        self.codec = Codec(bus._registry.schema_for, known_types, refresh=self._register_types)
+        self.codec = Codec(port.schema_for, known_types, refresh=self._register_types)
         self._client: Redis | None = None
         self._publisher: Publisher | None = None
         self._consumer: GroupConsumer | None = None
@@ -119,18 +139,14 @@ class RedisStreamsBackend:
         await self.connect()
         client, dead, s = self._client, self._dead, self._settings
         assert client is not None and dead is not None
-        common: dict[str, Any] = {
-            "url": self.url,
-            "stream": self.keys.events,
-            "consumer": self.consumer,
-        }
-        consumer = GroupConsumer(self._bus, client, self.codec, dead, s, **common)
-        broadcast = BroadcastReader(self._bus, client, self.codec, dead, s, **common)
+        where = {"url": self.url, "stream": self.keys.events, "consumer": self.consumer}
+        consumer = GroupConsumer(self._port, client, self.codec, dead, s, **where)
+        broadcast = BroadcastReader(self._port, client, self.codec, dead, s, **where)
         try:
             await consumer.ensure_group()
             await broadcast.start()
         except BaseException:
-            await self.stop()
+            await self.stop(self._settings.shutdown_timeout)
             raise
         self._register_types()
         self._consumer, self._broadcast = consumer, broadcast
@@ -190,36 +206,42 @@ class RedisStreamsBackend:
         if running:
             await asyncio.wait(running, timeout=timeout)
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float) -> StopReport:
+        """Within ``timeout`` (at most a few seconds: the bus has drained its own work):
+        readers first, since handlers still running may publish events of their own; then
+        the publisher; then the connection."""
+        report = StopReport(cancelled=0, unconfirmed=0)
         client = self._client
         if client is None:
-            return
-        grace = min(self._settings.shutdown_timeout, _STOP_GRACE)
+            return report
+        grace = min(timeout, _STOP_GRACE)
         try:
-            # Readers first: handlers still running may publish events of their own.
             if self._broadcast is not None:
-                await self._broadcast.stop(grace)
+                report["cancelled"] += await self._broadcast.stop(grace)
             if self._consumer is not None:
-                await self._consumer.stop(grace)
+                report["cancelled"] += await self._consumer.stop(grace)
             if self._publisher is not None:
-                await self._publisher.close(grace)
+                report["unconfirmed"] += await self._publisher.close(grace)
         finally:
             self._client = self._publisher = self._dead = None
             self._consumer = self._broadcast = None
             await client.aclose()
             logger.info(f"Redis Streams backend stopped ({self.masked_url})")
+        return report
 
     def _register_types(self) -> None:
         """Models and enums named in handlers' annotations may be rebuilt from events."""
-        for sub in self._bus.subscriptions():
+        for sub in self._port.subscriptions():
             known_types.register_annotations(sub.handler)
 
     # ------------------------------------------------------------------ publishing
-    def validate(self, envelope: EventEnvelope) -> None:
+    def check(self, envelope: EventEnvelope) -> None:
         """Raise EventSerializationError now if ``envelope`` cannot be published."""
         self.codec.encode(envelope)
 
-    async def publish(self, envelope: EventEnvelope) -> None:
+    async def publish(self, envelope: EventEnvelope, plan: Plan) -> EmitResult:
+        """Return once Redis stored the event (its handlers run in whichever process of
+        the group reads it)."""
         fields = self.codec.encode(envelope)  # before anything is sent
         if self._publisher is None:
             raise BackendUnavailable(
@@ -228,6 +250,7 @@ class RedisStreamsBackend:
                 "does at app startup)"
             )
         await self._publisher.publish(fields, envelope.name)
+        return EmitResult(envelope, 0, published=True)
 
     # ------------------------------------------------------------------ dead letters
     def _letters(self) -> DeadLetterStream:
@@ -287,34 +310,32 @@ class RedisStreamsBackend:
             logger.warning(f"{where} not replayed: its entry does not decode ({letter.reason})")
             return None
         if letter.handler == EVENT_LEVEL:
-            result = await self._bus.dispatch_received(
-                letter.event.with_attempt(1), broadcast=False
-            )
+            result = await self._port.deliver(letter.event.with_attempt(1), broadcast=False)
             if not result.handled:
                 logger.warning(f"{where} not replayed: no handler of it in this process")
                 return None
             return result
-        try:
-            return await self._bus.replay_one(letter)
-        except LookupError:
+        replayed = await self._port.replay(letter)
+        if replayed is None:
             logger.warning(f"{where} not replayed: handler {letter.handler} is not subscribed here")
-            return None
+        return replayed
 
     # ------------------------------------------------------------------ health
-    async def health(self) -> dict[str, Any]:
-        report: dict[str, Any] = {
-            "reachable": False,
-            "stream": self.keys.events,
-            "stream_length": None,
-            "pending": None,
-            "lag": None,
-            "dead_letters": None,
-            "group": self._settings.redis_group,
-            "consumer": self.consumer,
-            "in_flight": self._consumer.in_flight if self._consumer is not None else 0,
-            "pending_by_consumer": {},
-            "redis_url": self.masked_url,
-        }
+    async def health(self) -> RedisHealth:
+        report = RedisHealth(
+            backend=self.name,
+            reachable=False,
+            stream=self.keys.events,
+            stream_length=None,
+            pending=None,
+            lag=None,
+            dead_letters=None,
+            group=self._settings.redis_group,
+            consumer=self.consumer,
+            in_flight=self._consumer.in_flight if self._consumer is not None else 0,
+            pending_by_consumer={},
+            redis_url=self.masked_url,
+        )
         client = self._client
         if client is None:
             report["error"] = "not started"
@@ -335,12 +356,12 @@ class RedisStreamsBackend:
         report["stream_length"] = length if isinstance(length, int) else None
         report["dead_letters"] = dead if isinstance(dead, int) else None
         for group in groups if isinstance(groups, list) else ():
-            if _text(group.get("name")) == self._settings.redis_group:
+            if as_text(group.get("name")) == self._settings.redis_group:
                 report["pending"] = group.get("pending")
                 report["lag"] = group.get("lag")  # None before Redis 7
         if isinstance(summary, dict):
             report["pending_by_consumer"] = {
-                _text(c["name"]): int(c["pending"]) for c in summary.get("consumers") or ()
+                as_text(c["name"]): int(c["pending"]) for c in summary.get("consumers") or ()
             }
         return report
 
@@ -350,7 +371,3 @@ def _fields_of(codec: Codec, envelope: EventEnvelope) -> dict[bytes, bytes]:
         return codec.encode(envelope)
     except Exception:  # it decoded from these fields once; be safe anyway
         return {b"id": envelope.id.encode(), b"name": envelope.name.encode()}
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -20,7 +20,6 @@ broadcast handler here are skipped before their body is decoded.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from fastapi_opinionated.shared.logger import ns_logger
 
@@ -30,9 +29,6 @@ from ..._core.settings import BusSettings
 from ..._secrets import mask_url
 from .connection import BLOCK_SECONDS, Entry, Reconnecting, describe_error, entries_of
 from .reader import StreamReader
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["BroadcastReader"]
 
@@ -57,22 +53,24 @@ class BroadcastReader(StreamReader):
             await asyncio.gather(self._loop, return_exceptions=True)
             self._loop = None
 
-    async def stop(self, grace: float) -> None:
+    async def stop(self, grace: float) -> int:
         await self.pause()
-        await self._finish_running(grace)
+        return await self._finish_running(grace)
 
     async def _end_of_stream(self) -> bytes | str:
         last = await self._client.xrevrange(self._stream, "+", "-", count=1)
         return last[0][0] or "0-0" if last else "0-0"
 
     def _has_handlers(self) -> bool:
-        return any(sub.broadcast for sub in self._bus.subscriptions())
+        return self._port.has_handlers(broadcast=True)
 
     def _wanted(self, name: bytes | None) -> bool:
         if name is None:
             return False
-        plan = self._bus._registry.plan(name.decode("utf-8", "replace"))
-        return any(sub.broadcast for group in plan.groups for sub in group)
+        try:
+            return self._port.handles(name.decode(), broadcast=True)
+        except ValueError:  # not UTF-8, or not a valid event name: nobody handles it
+            return False
 
     async def _read_loop(self) -> None:
         connection = Reconnecting(self._url, f"Broadcast reader of {self.consumer}")
@@ -118,7 +116,7 @@ class BroadcastReader(StreamReader):
         entry_id, fields = entry
         try:
             envelope = self._codec.decode(fields)
-            result = await self._bus.dispatch_received(envelope, broadcast=True)
+            result = await self._port.deliver(envelope, broadcast=True)
             if result.failures:
                 await self._dead.add(
                     [

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from fastapi_opinionated.shared.logger import ns_logger
 from redis.exceptions import ResponseError
@@ -26,6 +26,7 @@ from ..._codec import MalformedEntry
 from ..._core.dead_letters import DeadLetter
 from ..._core.settings import BusSettings
 from ..._secrets import mask_url
+from ..._text import as_text
 from .connection import (
     BLOCK_SECONDS,
     Backoff,
@@ -37,9 +38,6 @@ from .connection import (
 )
 from .flow import Acker
 from .reader import StreamReader
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["GroupConsumer"]
 
@@ -94,9 +92,10 @@ class GroupConsumer(StreamReader):
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
 
-    async def stop(self, grace: float) -> None:
+    async def stop(self, grace: float) -> int:
         """Stop reading; give in-flight handlers ``grace`` seconds, then cancel them
-        (their entries stay pending and are delivered again); flush acks."""
+        (their entries stay pending and are delivered again); flush acks. Returns how
+        many were cancelled."""
         await self.pause()
         cancelled = await self._finish_running(grace)
         if cancelled:
@@ -109,12 +108,13 @@ class GroupConsumer(StreamReader):
             await asyncio.gather(self._refresher, return_exceptions=True)
             self._refresher = None
         await self._acks.stop(grace)
+        return cancelled
 
     # ------------------------------------------------------------------ reading
     def _has_handlers(self) -> bool:
         # A process without handlers must not take entries from the group: acking them
         # unhandled would lose them for the processes that have handlers.
-        return any(not sub.broadcast for sub in self._bus.subscriptions())
+        return self._port.has_handlers(broadcast=False)
 
     async def _read_loop(self) -> None:
         """One loop reads, and reclaims every tick: a blocking read holds the slots it
@@ -272,7 +272,7 @@ class GroupConsumer(StreamReader):
                     logger.warning(
                         f"{len(reply[2])} pending entries of {self._stream} were trimmed "
                         "before anyone handled them (max_stream_length too small?): "
-                        + ", ".join(_text(i) for i in reply[2][:10])
+                        + ", ".join(as_text(i) for i in reply[2][:10])
                     )
                 if claimed:
                     logger.info(
@@ -319,7 +319,7 @@ class GroupConsumer(StreamReader):
                 except MalformedEntry as exc:
                     await self._reject(entry_id, fields, deliveries, str(exc))
                 else:
-                    result = await self._bus.dispatch_received(envelope, broadcast=False)
+                    result = await self._port.deliver(envelope, broadcast=False)
                     if result.failures:
                         letters = [
                             self._dead.for_failure(
@@ -338,7 +338,7 @@ class GroupConsumer(StreamReader):
             raise  # not acknowledged: the entry is delivered again
         except Exception as exc:
             logger.error(
-                f"Entry {_text(entry_id)} of {self._stream} was left unacknowledged and will "
+                f"Entry {as_text(entry_id)} of {self._stream} was left unacknowledged and will "
                 f"be delivered again: {describe_error(exc, self._url, with_traceback=True)}"
             )
         finally:
@@ -353,8 +353,8 @@ class GroupConsumer(StreamReader):
         letter = self._dead.entry(fields, source_id=entry_id, reason=reason, deliveries=deliveries)
         await self._store(lambda: self._dead.add([letter]))
         logger.error(
-            f"Event {_text(fields.get(b'name', b'?'))!r} (id={_text(fields.get(b'id', b'?'))}, "
-            f"entry {_text(entry_id)}) moved to the dead-letter stream {self._dead.key}: {reason}"
+            f"Event {as_text(fields.get(b'name', b'?'))!r} (id={as_text(fields.get(b'id', b'?'))}, "
+            f"entry {as_text(entry_id)}) moved to the dead-letter stream {self._dead.key}: {reason}"
         )
 
     async def _reject(
@@ -366,7 +366,7 @@ class GroupConsumer(StreamReader):
         )
         await self._store(lambda: self._dead.add([letter]))
         logger.error(
-            f"Entry {_text(entry_id)} of {self._stream} is not an event this bus can read "
+            f"Entry {as_text(entry_id)} of {self._stream} is not an event this bus can read "
             f"and was moved to the dead-letter stream {self._dead.key}: {problem}"
         )
 
@@ -382,10 +382,6 @@ class GroupConsumer(StreamReader):
                 if self._stopping or not is_transient(exc):
                     raise
                 await backoff.sleep()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
 
 
 def _key(entry_id: object) -> bytes:

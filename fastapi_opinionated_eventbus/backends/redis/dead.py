@@ -21,7 +21,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
@@ -29,6 +29,7 @@ from redis.typing import EncodableT, FieldT
 from ..._codec import BODY, ID, NAME, Codec, MalformedEntry
 from ..._core.dead_letters import DeadLetter
 from ..._core.envelope import EventEnvelope
+from ..._text import as_text
 
 __all__ = ["EVENT_LEVEL", "DeadLetterStream", "StoredLetter"]
 
@@ -90,7 +91,7 @@ class DeadLetterStream:
             if isinstance(value, bytes):
                 fields[name] = value
         if malformed:
-            raw = {_text(k): _text(v) for k, v in source.items()}
+            raw = {as_text(k): as_text(v) for k, v in source.items()}
             fields[b"raw"] = json.dumps(raw, ensure_ascii=False)
         return fields
 
@@ -162,31 +163,25 @@ class DeadLetterStream:
             replayable = True
         except (MalformedEntry, RecursionError, ValueError):
             # A letter is listed even when its body never decoded (that is why it is here).
-            name = _text(fields.get(NAME, b"")) or "<malformed entry>"
-            event_id = _text(fields.get(ID, b"")) or _text(fields.get(b"source", entry_id))
+            name = as_text(fields.get(NAME, b"")) or "<malformed entry>"
+            event_id = as_text(fields.get(ID, b"")) or as_text(fields.get(b"source", entry_id))
             envelope = EventEnvelope(name, (), {}, event_id=event_id)
             replayable = False
         try:
-            failed_at = datetime.fromisoformat(_text(fields.get(b"failed_at", b"")))
+            failed_at = datetime.fromisoformat(as_text(fields.get(b"failed_at", b"")))
         except ValueError:
             failed_at = datetime.now(UTC)
         letter = DeadLetter(
             event=envelope,
-            handler=_text(fields.get(b"handler", b"")) or EVENT_LEVEL,
-            exception_type=_text(fields.get(b"exception_type", b"")),
-            message=_text(fields.get(b"message", b"")),
-            traceback=_text(fields.get(b"traceback", b"")),
+            handler=as_text(fields.get(b"handler", b"")) or EVENT_LEVEL,
+            exception_type=as_text(fields.get(b"exception_type", b"")),
+            message=as_text(fields.get(b"message", b"")),
+            traceback=as_text(fields.get(b"traceback", b"")),
             attempts=_int(fields.get(b"attempts")),
             failed_at=failed_at,
-            reason=_text(fields.get(b"reason", b"")) or "unknown",
+            reason=as_text(fields.get(b"reason", b"")) or "unknown",
         )
         return StoredLetter(entry_id, letter, replayable)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    return str(value)
 
 
 def _int(value: bytes | None) -> int:

@@ -174,8 +174,9 @@ class Publisher:
             f"Redis at {mask_url(self._url)} refused the event: {describe_error(exc, self._url)}"
         )
 
-    async def close(self, timeout: float) -> None:
-        """Let what is in flight finish (up to ``timeout``), then fail what is left."""
+    async def close(self, timeout: float) -> int:
+        """Let what is in flight finish (up to ``timeout``), then fail what is left;
+        return how many publishes had to be failed."""
         flusher = self._flusher
         if flusher is not None:
             await asyncio.wait([flusher], timeout=timeout)
@@ -183,21 +184,26 @@ class Publisher:
                 flusher.cancel()
                 await asyncio.gather(flusher, return_exceptions=True)
         stopped = BackendUnavailable(f"the Redis backend ({mask_url(self._url)}) stopped")
-        _fail(self._buffer, stopped)
+        failed = _fail(self._buffer, stopped)
         for _, future, _ in self._waiting:
             if not future.done():
                 future.set_exception(stopped)
+                failed += 1
         self._buffer = []
         self._waiting.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        return failed
 
 
-def _fail(batch: list[tuple[Fields, asyncio.Future[bytes]]], error: Exception) -> None:
+def _fail(batch: list[tuple[Fields, asyncio.Future[bytes]]], error: Exception) -> int:
+    failed = 0
     for _, future in batch:
         if not future.done():
             future.set_exception(error)
+            failed += 1
+    return failed
 
 
 def _redis(fields: Fields) -> dict[FieldT, EncodableT]:

@@ -5,17 +5,14 @@ they handle at once, and track the tasks handling them."""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
 from ..._codec import Codec
 from ..._core.settings import BusSettings
+from ..base import BackendPort
 from .dead import DeadLetterStream
 from .flow import Capacity
-
-if TYPE_CHECKING:
-    from ..._core.bus import EventBus
 
 __all__ = ["StreamReader"]
 
@@ -23,7 +20,7 @@ __all__ = ["StreamReader"]
 class StreamReader:
     def __init__(
         self,
-        bus: EventBus,
+        port: BackendPort,
         client: Redis,
         codec: Codec,
         dead: DeadLetterStream,
@@ -33,7 +30,7 @@ class StreamReader:
         stream: str,
         consumer: str,
     ) -> None:
-        self._bus = bus
+        self._port = port
         self._client = client
         self._codec = codec
         self._dead = dead

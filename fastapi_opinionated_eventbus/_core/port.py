@@ -1,0 +1,90 @@
+"""The bus's side of the backend contract: how received events reach the handlers.
+
+A backend gets this object, not the bus: it can run handlers and look up what it needs
+to decode events, nothing more (see :class:`~..backends.base.BackendPort`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .dispatch import Dispatcher, KeepLetter
+from .envelope import EventEnvelope
+from .registry import Plan, Registry, Subscription
+from .results import EmitResult
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from .dead_letters import DeadLetter
+
+__all__ = ["BusPort"]
+
+
+class BusPort:
+    """Implements :class:`~fastapi_opinionated_eventbus.backends.BackendPort`."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        dispatcher: Dispatcher,
+        *,
+        app_name: str | None,
+        taps: list[Callable[[EventEnvelope], None]],
+    ) -> None:
+        self._registry = registry
+        self._dispatcher = dispatcher
+        self._app_name = app_name
+        self._taps = taps  # the bus's own list: taps added later are seen here too
+
+    @property
+    def app_name(self) -> str | None:
+        return self._app_name
+
+    def schema_for(self, event: str) -> type[BaseModel] | None:
+        schema: type[BaseModel] | None = self._registry.schema_for(event)
+        return schema
+
+    def subscriptions(self) -> Sequence[Subscription]:
+        return self._registry.subscriptions()
+
+    def has_handlers(self, *, broadcast: bool) -> bool:
+        return any(sub.broadcast == broadcast for sub in self._registry.subscriptions())
+
+    def handles(self, event: str, *, broadcast: bool) -> bool:
+        plan = self._registry.plan(event)
+        return any(sub.broadcast == broadcast for group in plan.groups for sub in group)
+
+    def run(
+        self, envelope: EventEnvelope, plan: Plan, keep: KeepLetter | None
+    ) -> Coroutine[Any, Any, EmitResult]:
+        return self._dispatcher.run(envelope, plan, keep)
+
+    async def deliver(self, envelope: EventEnvelope, *, broadcast: bool | None) -> EmitResult:
+        plan = self._registry.plan(envelope.name)
+        if broadcast is not None and plan.count:
+            plan = plan.only(broadcast=broadcast)
+        if not plan.count:
+            return EmitResult(envelope, 0)
+        for tap in self._taps:
+            tap(envelope)
+        return await self._dispatcher.run(envelope, plan)
+
+    async def replay(self, letter: DeadLetter) -> EmitResult | None:
+        sub = self._subscription_of(letter)
+        if sub is None:
+            return None
+        failure = await self._dispatcher.replay(letter, sub)
+        return EmitResult(letter.event, 1, (failure,) if failure else ())
+
+    def _subscription_of(self, letter: DeadLetter) -> Subscription | None:
+        """The subscription a letter came from, if it is still subscribed: the same object,
+        else one with the same handler and subscribed name (e.g. after a restart)."""
+        subs = self._registry.subscriptions()
+        if letter.source is not None and any(sub is letter.source for sub in subs):
+            return letter.source
+        for sub in subs:
+            if sub.name == letter.handler and letter.subscription in (None, sub.event):
+                return sub
+        return None
