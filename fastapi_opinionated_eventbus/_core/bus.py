@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -174,6 +174,52 @@ class EventBus:
         if result.failures and (self._strict if strict is None else strict):
             raise _failures_group(envelope.name, result.failures)
         return result
+
+    async def emit_many(
+        self, events: Iterable[BaseModel | tuple[Any, ...]], *, strict: bool | None = None
+    ) -> list[EmitResult]:
+        """Hand several events to the backend at once, in order: one round trip to a broker
+        (one batch and one flush, one pipeline); locally, one after another.
+
+        Each item is a typed event instance or a tuple ``(name, *args)``. Every item is
+        validated before anything is sent; an error names the item by its index.
+        """
+        items = list(events)
+        if not self._accepting:
+            self._refuse(f"a batch of {len(items)} events")
+            return [EmitResult(None, 0) for _ in items]
+        batch: list[tuple[EventEnvelope, Plan]] = []
+        for index, item in enumerate(items):
+            try:
+                if isinstance(item, BaseModel):
+                    prepared = self._prepare(item, (), {})
+                elif isinstance(item, tuple) and item:
+                    prepared = self._prepare(item[0], item[1:], {})
+                else:
+                    raise TypeError(
+                        "each event is a typed event instance or a tuple (name, *args), "
+                        f"got {type(item).__name__}: {item!r}"
+                    )
+            except Exception as exc:
+                exc.add_note(f"emit_many(): event {index} of the batch")
+                raise
+            assert prepared is not None  # the bus accepts events (checked above)
+            envelope, plan, _ = prepared
+            if self._observed:
+                envelope = self._observe_batched(envelope)
+            batch.append((envelope, plan))
+        results = await self._backend.publish_many(batch) if batch else []
+        failures = tuple(f for result in results for f in result.failures)
+        if failures and (self._strict if strict is None else strict):
+            raise _failures_group(f"{len(batch)} events", failures)
+        return results
+
+    def _observe_batched(self, envelope: EventEnvelope) -> EventEnvelope:
+        self._observe_emitted(envelope)
+        if self._tracer is None:
+            return envelope
+        with self._tracer.emit_span(envelope, remote=self._always_publish):
+            return self._traced(envelope)
 
     def _prepare(
         self, event: str | BaseModel, args: tuple[Any, ...], kwargs: dict[str, Any]

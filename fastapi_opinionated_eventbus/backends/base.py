@@ -138,6 +138,15 @@ class Backend(Protocol):
         """Hand the event over; see the contract. ``plan`` is this process's resolved
         handlers for its name (an in-process backend runs them)."""
 
+    async def publish_many(self, batch: Sequence[tuple[EventEnvelope, Plan]]) -> list[EmitResult]:
+        """Hand several events over in as few round trips as the broker allows (one batch
+        and one flush, one pipeline...), in order; one result per event.
+
+        Every event is checked before anything is sent (EventSerializationError names the
+        item by its index); BackendUnavailable names the first event the broker did not
+        confirm (those before it are stored; it and later ones may or may not be).
+        """
+
     async def pause(self) -> None:
         """Take no new events: shutdown has begun. In-flight ones go on."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastapi_opinionated.shared.logger import ns_logger
@@ -41,6 +41,10 @@ class LocalBackend:
         # A plain function returning the dispatcher's coroutine: publish adds no coroutine
         # of its own to emit's hot path (one more await measured +115 ns per emit).
         return self._port.run(envelope, plan, self._keep)
+
+    async def publish_many(self, batch: Sequence[tuple[EventEnvelope, Plan]]) -> list[EmitResult]:
+        """One after another, in order: each event's handlers finish before the next."""
+        return [await self._port.run(envelope, plan, self._keep) for envelope, plan in batch]
 
     def check(self, envelope: EventEnvelope) -> None:
         """Anything can be handed to a handler in the same process."""

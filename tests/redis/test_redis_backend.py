@@ -489,3 +489,28 @@ async def test_publishing_while_redis_is_down_raises_after_publish_timeout(
     with pytest.raises(BackendUnavailable, match=r"within publish_timeout=0\.5s"):
         await bus.emit("job", 1)
     await bus.aclose()
+
+
+async def test_emit_many_stores_the_batch_in_order_and_refuses_it_whole(
+    make_bus: Make, redis: aioredis.Redis, prefix: str
+) -> None:
+    got: list[int] = []
+    done = asyncio.Event()
+
+    async def handler(n: int) -> None:
+        got.append(n)
+        if len(got) == 50:
+            done.set()
+
+    bus = make_bus()
+    bus.subscribe("batch.item", handler)
+    await bus.start()
+    with pytest.raises(EventSerializationError, match="event 2 of the batch"):
+        await bus.emit_many([("batch.item", 0), ("batch.item", 1), ("batch.item", object())])
+    assert await redis.xlen(stream(prefix)) == 0  # nothing was sent
+    results = await bus.emit_many([("batch.item", n) for n in range(50)])
+    assert all(r.published for r in results)
+    entries = await redis.xrange(stream(prefix))
+    assert [e[1][b"id"].decode() for e in entries] == [r.event_id for r in results]
+    await asyncio.wait_for(done.wait(), 20)
+    assert sorted(got) == list(range(50))

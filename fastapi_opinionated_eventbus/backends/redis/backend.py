@@ -20,6 +20,7 @@ import asyncio
 import os
 import socket
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from fastapi_opinionated.shared.logger import ns_logger
@@ -28,7 +29,7 @@ from redis.asyncio import Redis
 from ..._codec import Codec, known_types
 from ..._core.dead_letters import DeadLetter
 from ..._core.envelope import EventEnvelope
-from ..._core.errors import BackendUnavailable
+from ..._core.errors import BackendUnavailable, EventSerializationError
 from ..._core.results import EmitResult, HandlerFailure
 from ..._core.settings import BusSettings
 from ..._secrets import mask_url
@@ -243,14 +244,44 @@ class RedisStreamsBackend:
         """Return once Redis stored the event (its handlers run in whichever process of
         the group reads it)."""
         fields = self.codec.encode(envelope)  # before anything is sent
+        await self._started_publisher(envelope).publish(fields, envelope.name)
+        return EmitResult(envelope, 0, published=True)
+
+    def _started_publisher(self, envelope: EventEnvelope | None) -> Publisher:
         if self._publisher is None:
+            what = f"{envelope.name!r}" if envelope is not None else "events"
             raise BackendUnavailable(
-                f"cannot publish {envelope.name!r}: the Redis backend ({self.masked_url}) is "
+                f"cannot publish {what}: the Redis backend ({self.masked_url}) is "
                 "not started; start the bus first (`await bus.start()`, which the plugin "
                 "does at app startup)"
             )
-        await self._publisher.publish(fields, envelope.name)
-        return EmitResult(envelope, 0, published=True)
+        return self._publisher
+
+    async def publish_many(self, batch: Sequence[tuple[EventEnvelope, Plan]]) -> list[EmitResult]:
+        """Every event encoded first (nothing is sent if one fails), then sent together:
+        concurrent publishes share one pipeline (see :mod:`.publisher`)."""
+        encoded = [self._encode_item(index, envelope) for index, (envelope, _) in enumerate(batch)]
+        publisher = self._started_publisher(batch[0][0] if batch else None)
+        outcomes = await asyncio.gather(
+            *(
+                publisher.publish(fields, envelope.name)
+                for fields, (envelope, _) in zip(encoded, batch, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, BaseException):
+                raise BackendUnavailable(
+                    f"event {index} of the batch ({batch[index][0].name!r}) was not confirmed "
+                    f"(those before it are stored): {outcome}"
+                ) from outcome
+        return [EmitResult(envelope, 0, published=True) for envelope, _ in batch]
+
+    def _encode_item(self, index: int, envelope: EventEnvelope) -> dict[bytes, bytes]:
+        try:
+            return self.codec.encode(envelope)
+        except EventSerializationError as exc:
+            raise EventSerializationError(f"event {index} of the batch: {exc}") from None
 
     # ------------------------------------------------------------------ dead letters
     def _letters(self) -> DeadLetterStream:
