@@ -6,15 +6,19 @@ modules named ``conftest`` cannot both be imported by name.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import textwrap
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -113,3 +117,31 @@ def no_redis(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 30.0, what: str = "condition"
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> int | None:
+    """SIGTERM and wait (SIGKILL after ``timeout``); returns the exit code."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    return proc.returncode

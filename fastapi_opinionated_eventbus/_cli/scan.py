@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .._core.settings import BusSettings
 from .._secrets import mask_url
-from ..backends.redis.keys import default_prefix
+from ..backends.naming import default_prefix
 from ..plugin import PLUGIN_PATH
 from .discovery import (
     ENABLE_COMMAND,

@@ -71,13 +71,28 @@ class Publisher:
                 # A lost connection: queue it, and the flusher retries until the deadline.
             finally:
                 self._direct = False
-        future: asyncio.Future[bytes] = loop.create_future()
-        self._buffer.append((fields, future))
-        self._wait_until(deadline, future, name)
+        return await self._enqueue([(fields, name)], deadline)[0]
+
+    def publish_many(self, batch: list[tuple[Fields, str]]) -> list[asyncio.Future[bytes]]:
+        """Queue several entries behind each other: they leave in one pipeline, in order
+        (never one of them on the direct path, which could overtake the others)."""
+        loop = asyncio.get_running_loop()
+        return self._enqueue(batch, loop.time() + self._timeout)
+
+    def _enqueue(
+        self, batch: list[tuple[Fields, str]], deadline: float
+    ) -> list[asyncio.Future[bytes]]:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[bytes]] = []
+        for fields, name in batch:
+            future: asyncio.Future[bytes] = loop.create_future()
+            self._buffer.append((fields, future))
+            self._wait_until(deadline, future, name)
+            futures.append(future)
         if self._flusher is None:
             # Eager: the first XADD leaves now, without a trip through the scheduler.
             self._flusher = asyncio.Task(self._flush(), loop=loop, eager_start=True)
-        return await future
+        return futures
 
     def _wait_until(self, deadline: float, future: asyncio.Future[bytes], name: str) -> None:
         """Keep the waiters in deadline order: a direct publish that failed late carries an
