@@ -1,17 +1,32 @@
-"""Redis URLs without their secrets: every log line and error message goes through here.
+"""Secrets kept out of every log line and error message.
 
 A Redis URL may carry a password in its user info (``redis://user:pw@host``) or in its
 query string (``?password=pw``, which redis-py honours). :func:`mask_url` replaces both
 with ``***``; :func:`scrub` removes the password from any other text (an exception message
 that happens to echo it), so nothing that the backend logs or raises can leak it.
+
+Client settings given as a mapping (``kafka_security``) hold secrets under keys such as
+``sasl_plain_password``: :func:`mask_mapping` shows such a mapping with those values
+replaced, :func:`mapping_secrets` lists them and :func:`redact` removes them from text.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode
 
-__all__ = ["MASK", "mask_url", "scrub", "secrets_of"]
+__all__ = [
+    "MASK",
+    "is_secret_key",
+    "mapping_secrets",
+    "mask_mapping",
+    "mask_url",
+    "redact",
+    "scrub",
+    "secrets_of",
+]
 
 MASK = "***"
 
@@ -80,6 +95,10 @@ def secrets_of(url: str) -> tuple[str, ...]:
     except ValueError:
         pass
     found |= {unquote(secret) for secret in found}
+    return _longest_first(found)
+
+
+def _longest_first(found: set[str]) -> tuple[str, ...]:
     # A secret of one or two characters would mask half of every message: such a
     # password is no secret anyway.
     return tuple(sorted((s for s in found if len(s) > 2), key=len, reverse=True))
@@ -87,6 +106,33 @@ def secrets_of(url: str) -> tuple[str, ...]:
 
 def scrub(text: str, url: str) -> str:
     """``text`` with every secret of ``url`` replaced by ``***``."""
-    for secret in secrets_of(url):
+    return redact(text, secrets_of(url))
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with each of ``secrets`` (longest first, see :func:`mapping_secrets`)
+    replaced by ``***``."""
+    for secret in secrets:
         text = text.replace(secret, MASK)
     return text
+
+
+# A key naming one of these holds a secret: sasl_plain_password, ssl_password,
+# sasl_oauth_token_provider, ssl_keyfile, client_secret, api_key, ...
+_SECRET_KEY_PARTS = ("password", "secret", "token", "key")
+
+
+def is_secret_key(key: object) -> bool:
+    """Whether a settings key names a secret (it contains password, secret, token, key)."""
+    name = str(key).lower()
+    return any(part in name for part in _SECRET_KEY_PARTS)
+
+
+def mask_mapping(mapping: Mapping[Any, Any]) -> dict[str, Any]:
+    """``mapping`` with the value of every secret key replaced by ``***``."""
+    return {str(k): MASK if is_secret_key(k) else v for k, v in mapping.items()}
+
+
+def mapping_secrets(mapping: Mapping[Any, Any]) -> tuple[str, ...]:
+    """The secret values of ``mapping`` as text, longest first (for :func:`redact`)."""
+    return _longest_first({str(v) for k, v in mapping.items() if is_secret_key(k) and v})

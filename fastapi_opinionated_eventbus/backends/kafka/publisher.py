@@ -1,0 +1,92 @@
+"""Publishing records: ``await emit()`` returns once the broker acknowledged (acks=all).
+
+aiokafka's producer batches by itself: records sent while a request is in flight leave
+together in the next one, so concurrent emits share round trips. A batch of events
+(``emit_many``) is appended to the producer in one go and leaves in one request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from ..._core.errors import BackendUnavailable
+from .config import KafkaConfig
+from .wire import Record
+
+__all__ = ["Publisher"]
+
+
+class Publisher:
+    def __init__(self, producer: AIOKafkaProducer, config: KafkaConfig, timeout: float) -> None:
+        self._producer = producer
+        self._config = config
+        self._topic = config.topic
+        self._timeout = timeout
+        self.in_flight = 0
+        """Publishes waiting for the broker now (reported as unconfirmed at shutdown)."""
+
+    async def publish(self, record: Record, name: str) -> None:
+        """Send one record and wait for the broker's acknowledgement.
+
+        :raises BackendUnavailable: not acknowledged within ``publish_timeout``, or refused.
+            A record already handed to the producer may still be stored afterwards.
+        """
+        key, value, headers = record
+        self.in_flight += 1
+        try:
+            async with asyncio.timeout(self._timeout):
+                sent = await self._producer.send(self._topic, value, key=key, headers=headers)
+                await sent
+        except TimeoutError:
+            raise self.timed_out(repr(name)) from None
+        except KafkaError as exc:
+            raise self.refused(repr(name), exc) from None
+        finally:
+            self.in_flight -= 1
+
+    async def publish_many(self, records: Sequence[tuple[Record, str]]) -> None:
+        """Send every record, in order, then wait for all acknowledgements at once.
+
+        :raises BackendUnavailable: naming the first record not acknowledged (those before
+            it are stored).
+        """
+        waiting: list[asyncio.Future[object]] = []
+        try:
+            async with asyncio.timeout(self._timeout):
+                # send() only appends to the producer's batches (it suspends only while its
+                # buffer is full): the sender takes them all in its next request.
+                for (key, value, headers), _ in records:
+                    sent = await self._producer.send(self._topic, value, key=key, headers=headers)
+                    waiting.append(sent)
+                await asyncio.wait(waiting)
+        except TimeoutError:
+            pass
+        for index, (_, name) in enumerate(records):
+            what = f"event {index} of the batch ({name!r})"
+            if index >= len(waiting) or not waiting[index].done():
+                raise self.timed_out(what, stored_before=index)
+            error = waiting[index].exception()
+            if error is not None:
+                raise self.refused(what, error, stored_before=index) from error
+
+    def timed_out(self, what: str, *, stored_before: int | None = None) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"Kafka at {self._config.servers} did not acknowledge {what} within "
+            f"publish_timeout={self._timeout}s{_before(stored_before)}"
+        )
+
+    def refused(
+        self, what: str, exc: BaseException, *, stored_before: int | None = None
+    ) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"Kafka at {self._config.servers} refused {what}: "
+            f"{self._config.describe(exc)}{_before(stored_before)}"
+        )
+
+
+def _before(stored: int | None) -> str:
+    return f" (the {stored} before it are stored)" if stored else ""
