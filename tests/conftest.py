@@ -17,7 +17,16 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from support import EXAMPLE_APP, REPO_ROOT, RedisServer, no_redis, strip_ansi, write_app
+from support import (
+    EXAMPLE_APP,
+    REPO_ROOT,
+    KafkaBroker,
+    RedisServer,
+    no_redis,
+    started_broker,
+    strip_ansi,
+    write_app,
+)
 
 __all__ = ["EXAMPLE_APP", "REPO_ROOT", "strip_ansi", "write_app"]
 
@@ -60,3 +69,18 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """One tansu broker for the whole session (tests that stop theirs start their own)."""
+    broker = started_broker(tmp_path_factory.mktemp("kafka-session") / "tansu.log")
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def kafka_servers(kafka_broker: KafkaBroker) -> str:
+    return kafka_broker.servers

@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 a problem found in the app (``doctor`` errors, failed handlers);
 2 the command could not run (not an app directory, plugin not enabled, bad input,
-Redis unreachable, a command the backend does not support).
+the broker unreachable, a command the backend does not support).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from .._core.errors import EventBusError
 from .._core.registry import check_event_name
 from .._core.results import EmitResult
 from .._core.settings import BusSettings
-from .._secrets import scrub
 from .discovery import (
     ENABLE_COMMAND,
     CliError,
@@ -43,6 +42,7 @@ from .discovery import (
     plugin_enabled,
     require_app_root,
     with_bus,
+    without_secrets,
 )
 from .scan import Finding, diagnose
 
@@ -59,7 +59,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 dead_letters_app = typer.Typer(
-    help="The Redis backend's dead-letter stream.", no_args_is_help=True, rich_markup_mode=None
+    help="The broker's dead letters (Redis stream or Kafka topic).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(dead_letters_app, name="dead-letters")
 
@@ -69,8 +71,8 @@ _LOCAL_DEAD_LETTERS = (
     "(introspection_path option)"
 )
 _LOCAL_STATS = (
-    "stats need the Redis backend (EVENTBUS_BACKEND=redis); the local backend keeps its "
-    "counters in the app process: use `await eventbus_api().health()` there"
+    "stats need a broker backend (EVENTBUS_BACKEND=redis or kafka); the local backend "
+    "keeps its counters in the app process: use `await eventbus_api().health()` there"
 )
 
 
@@ -255,8 +257,8 @@ def doctor(
         ),
     ] = None,
 ) -> None:
-    """Check the plugin is enabled, handlers are found, Redis answers (with
-    EVENTBUS_BACKEND=redis), and that emitted names and subscriptions match up.
+    """Check the plugin is enabled, handlers are found, the broker answers (with
+    EVENTBUS_BACKEND=redis or kafka), and that emitted names and subscriptions match up.
 
     Exit code 1 when an error was found; warnings alone exit 0.
     """
@@ -304,7 +306,7 @@ def emit(
         ),
     ] = None,
 ) -> None:
-    """Emit EVENT through the app's handlers (or, with the Redis backend, publish it).
+    """Emit EVENT through the app's handlers (or, with a broker backend, publish it).
 
     Settings come from EVENTBUS_* variables. Exit code 1 when a handler failed.
     """
@@ -353,7 +355,8 @@ def _describe_emit(event: str, result: EmitResult, settings: BusSettings) -> lis
     if settings.disabled:
         return [Text(f"{event}: event dispatch is disabled (EVENTBUS_DISABLED); nothing ran")]
     if result.published:
-        return [Text(f"{event}: published to Redis as event {result.event_id}")]
+        broker = _BROKERS.get(settings.backend, settings.backend)
+        return [Text(f"{event}: published to {broker} as event {result.event_id}")]
     if not result.handled:
         return [Text(f"{event}: no handler subscribes to it; nothing ran")]
     summary = Text(
@@ -373,7 +376,10 @@ def _describe_emit(event: str, result: EmitResult, settings: BusSettings) -> lis
     return lines
 
 
-# ====================================================================== Redis commands
+_BROKERS = {"redis": "Redis", "kafka": "Kafka"}
+
+
+# ====================================================================== broker commands
 @dead_letters_app.command("list")
 def dead_letters_list(
     ctx: typer.Context,
@@ -464,8 +470,8 @@ def stats(
     ctx: typer.Context,
     as_json: JsonFlag = False,
 ) -> None:
-    """Redis backend: stream length, consumer-group lag, pending entries per consumer and
-    dead-letter count."""
+    """Broker backends: Redis stream length, group lag, pending entries per consumer; Kafka
+    topic, group, partitions and committed offsets; the dead-letter count."""
     target = _target(ctx, remote_only=_LOCAL_STATS)
     report = _run(with_bus(target, "stats", _stats))
     if as_json:
@@ -476,22 +482,28 @@ def stats(
     table.add_column("Value", overflow="fold")
     for key, value in _flatten(report):
         shown = "-" if value is None or value == {} else str(value)
-        table.add_row(key, scrub(shown, target.settings.redis_url))
+        table.add_row(key, without_secrets(shown, target.settings))
     _console().print(table)
 
 
 # The app-wide part of the backend's health report; the rest (in-flight counts, consumer
-# name) describes this CLI process's own bus, which would only mislead here.
+# name, assigned partitions) describes this CLI process's own bus, which would only
+# mislead here.
 _STATS_KEYS = (
     "redis_url",
+    "bootstrap_servers",
     "reachable",
     "error",
     "stream",
     "stream_length",
+    "topic",
+    "dead_letter_topic",
     "group",
     "lag",
     "pending",
     "pending_by_consumer",
+    "partitions",
+    "committed_offsets",
     "dead_letters",
 )
 

@@ -28,7 +28,7 @@ from .._core.declarations import HANDLERS, PLUGIN_NAME
 from .._core.errors import ConfigurationError
 from .._core.retry import RetryPolicy
 from .._core.settings import BusSettings, load_settings
-from .._secrets import mask_url, scrub
+from .._secrets import mapping_secrets, mask_url, redact, scrub
 from ..plugin import PLUGIN_PATH
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "Target",
     "discover_handlers",
     "enabled_plugins",
+    "kafka_app_name",
     "load_target",
     "one_line",
     "open_bus",
@@ -47,6 +48,7 @@ __all__ = [
     "require_app_root",
     "settings_from_env",
     "with_bus",
+    "without_secrets",
 ]
 
 ENABLED_FILE = Path(".fastapi_opinionated") / "enabled_plugins.py"
@@ -156,6 +158,21 @@ def redis_app_name(root: Path, settings: BusSettings) -> str | None:
         raise CliError(
             "cannot tell which Redis keys the app uses: main.py has no App.create() with a "
             "literal title; set EVENTBUS_REDIS_PREFIX"
+        )
+    return title
+
+
+def kafka_app_name(root: Path, settings: BusSettings) -> str | None:
+    """The ``app_name`` to give the bus so that its Kafka topics and group are the app's
+    (derived from the title unless ``kafka_topic`` and ``kafka_group_id`` are both set)."""
+    if settings.kafka_topic and settings.kafka_group_id:
+        return None
+    title = app_title(root)
+    if title is None:
+        raise CliError(
+            "cannot tell which Kafka topic and group the app uses: main.py has no "
+            "App.create() with a literal title; set EVENTBUS_KAFKA_TOPIC and "
+            "EVENTBUS_KAFKA_GROUP_ID"
         )
     return title
 
@@ -360,6 +377,9 @@ def load_target(root: Path, *, remote_only: str | None = None) -> Target:
     message for the local backend, for commands that only make sense with Redis."""
     require_plugin_enabled(root)
     settings = settings_from_env()
+    if settings.backend == "kafka":
+        # Reachability is checked by bus.connect(), which names the servers when it fails.
+        return Target(root, settings, kafka_app_name(root, settings))
     if settings.backend != "redis":
         if remote_only is not None:
             raise CliError(remote_only)
@@ -409,6 +429,11 @@ async def with_bus[T](target: Target, what: str, action: Callable[[EventBus], Aw
 
 
 def one_line(exc: BaseException, settings: BusSettings) -> str:
-    """``Type: message`` on one line, without the Redis password."""
+    """``Type: message`` on one line, without the Redis password or Kafka secrets."""
     text = f"{type(exc).__name__}: {exc}"
-    return scrub(" ".join(text.split()), settings.redis_url)
+    return without_secrets(" ".join(text.split()), settings)
+
+
+def without_secrets(text: str, settings: BusSettings) -> str:
+    """``text`` without the Redis password and the secret values of kafka_security."""
+    return redact(scrub(text, settings.redis_url), mapping_secrets(settings.kafka_security))

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._core.errors import ConfigurationError
 from .._core.settings import BusSettings
 from .._secrets import mask_url
 from ..backends.naming import default_prefix
@@ -33,6 +34,7 @@ from .discovery import (
     HandlerInfo,
     discover_handlers,
     enabled_plugins,
+    kafka_app_name,
     ping_redis,
     plugin_enabled,
     redis_app_name,
@@ -309,6 +311,8 @@ def diagnose(root: Path, exclude: Iterable[str] = ()) -> list[Finding]:
     findings += found
     if settings is not None and settings.backend == "redis":
         findings += _check_redis(root, settings)
+    if settings is not None and settings.backend == "kafka":
+        findings += _check_kafka(root, settings)
     if infos is not None:
         typed = {h.schema_class: h.event for h in infos if h.schema_class}
         findings += cross_check(infos, scan_app(root, typed, exclude))
@@ -362,4 +366,43 @@ def _check_redis(root: Path, settings: BusSettings) -> list[Finding]:
         return [*findings, Finding("warning", f"the CLI {exc}")]
     prefix = settings.redis_prefix or default_prefix(title or "")
     findings.append(Finding("ok", f"the app's Redis keys: {{{prefix}}}:*"))
+    return findings
+
+
+def _check_kafka(root: Path, settings: BusSettings) -> list[Finding]:
+    try:
+        from ..backends.kafka.admin import probe
+        from ..backends.kafka.config import KafkaConfig
+    except ImportError as exc:
+        return [
+            Finding(
+                "error",
+                f"the Kafka backend cannot load ({exc}): install "
+                "fastapi-opinionated-eventbus[kafka]",
+            )
+        ]
+    findings: list[Finding] = []
+    try:
+        title = kafka_app_name(root, settings)
+    except CliError as exc:
+        title = None
+        findings.append(Finding("warning", f"the CLI {exc}"))
+    try:
+        config = KafkaConfig.from_settings(settings, title)
+    except ConfigurationError as exc:
+        return [*findings, Finding("error", str(exc))]
+    problem, topics = asyncio.run(probe(config, timeout=min(settings.connect_timeout, 5.0)))
+    if problem is not None:
+        return [*findings, Finding("error", problem)]
+    findings.append(Finding("ok", f"Kafka at {config.servers} answers"))
+    for topic in (config.topic, config.dead_letter_topic):
+        if topic in topics:
+            findings.append(Finding("ok", f"topic {topic} exists"))
+        elif settings.kafka_create_topics:
+            findings.append(Finding("ok", f"topic {topic} is created when the app starts"))
+        else:
+            findings.append(
+                Finding("error", f"topic {topic} is missing and kafka_create_topics is off")
+            )
+    findings.append(Finding("ok", f"the app's consumer group: {config.group}"))
     return findings

@@ -53,7 +53,7 @@ def test_emit_needs_the_plugin_enabled(cli: Run, make_app: Callable[..., Path]) 
     [
         (["dead-letters", "list"], "dead letters of the local backend live in the app process"),
         (["dead-letters", "purge", "--yes"], "dead letters of the local backend live in the app"),
-        (["stats"], "stats need the Redis backend (EVENTBUS_BACKEND=redis)"),
+        (["stats"], "stats need a broker backend (EVENTBUS_BACKEND=redis or kafka)"),
     ],
 )
 def test_redis_commands_with_the_local_backend(

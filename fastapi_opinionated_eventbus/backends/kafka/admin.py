@@ -3,13 +3,15 @@ partitions and a replication factor that fits the cluster."""
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from fastapi_opinionated.shared.logger import ns_logger
 
 from .config import KafkaConfig
 
-__all__ = ["ensure_topics"]
+__all__ = ["ensure_topics", "probe"]
 
 logger = ns_logger("EventBus.kafka")
 
@@ -47,3 +49,24 @@ async def ensure_topics(
         )
     finally:
         await admin.close()
+
+
+async def probe(config: KafkaConfig, timeout: float) -> tuple[str | None, set[str]]:
+    """Ask the brokers for their topics once (no retries): ``(None, topics)`` when they
+    answer, ``(why not, set())`` otherwise, without secrets."""
+    admin = AIOKafkaAdminClient(
+        **config.common(), request_timeout_ms=max(int(timeout * 1000), 1000)
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            await admin.start()
+            return None, set(await admin.list_topics())
+    except Exception as exc:
+        reason = f"timed out after {timeout}s" if isinstance(exc, TimeoutError) else None
+        return f"Kafka at {config.servers} is unreachable: {reason or config.describe(exc)}", set()
+    finally:
+        try:
+            async with asyncio.timeout(2.0):
+                await admin.close()
+        except Exception:
+            logger.debug("closing a Kafka admin client failed", exc_info=True)
