@@ -14,13 +14,16 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import textwrap
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 
@@ -232,3 +235,42 @@ def started_broker(log: Path) -> KafkaBroker:
     except (FileNotFoundError, RuntimeError, OSError) as exc:
         no_kafka(f"the tansu broker cannot start: {exc}")
         raise  # not reached: no_kafka skips or fails
+
+
+# ---------------------------------------------------------------------- uvicorn
+@contextmanager
+def two_uvicorn_workers(root: Path, log: Path, env: dict[str, str]) -> Iterator[str]:
+    """``uvicorn main:app --workers 2`` in ``root`` with ``env`` added (the EVENTBUS_*
+    variables of a broker backend), on a free port; yields its base URL."""
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), str(REPO_ROOT)]),
+        **env,
+    }
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "uvicorn", "main:app", "--workers", "2"),
+                *("--host", "127.0.0.1", "--port", str(port)),
+            ],
+            cwd=root,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if stop_process(server, timeout=30) not in (0, -signal.SIGTERM):
+            print(log.read_text(errors="replace"))
+
+
+async def wait_until_serving(client: httpx.AsyncClient) -> None:
+    async def up() -> bool:
+        try:
+            return (await client.get("/openapi.json")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    await eventually(up, timeout=60, what="uvicorn to serve")

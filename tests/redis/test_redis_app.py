@@ -4,10 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from redis_support import REPO_ROOT, eventually
-from support import EXAMPLE_APP, free_port
+from redis_support import eventually
+from support import EXAMPLE_APP, two_uvicorn_workers, wait_until_serving
 
 from fastapi_opinionated_eventbus import EventBus
 from fastapi_opinionated_eventbus.testing import running
@@ -123,47 +119,14 @@ def uvicorn_workers(
 ) -> Iterator[str]:
     """``uvicorn main:app --workers 2`` in ``root`` with the Redis backend configured
     through EVENTBUS_* variables, on a free port; yields its base URL."""
-    port = free_port()
     env = {
-        **os.environ,
         "EVENTBUS_BACKEND": "redis",
         "EVENTBUS_REDIS_URL": redis_url,
         "EVENTBUS_REDIS_PREFIX": prefix,
-        "PYTHONPATH": os.pathsep.join([str(root), str(REPO_ROOT)]),
         **extra_env,
     }
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "uvicorn", "main:app", "--workers", "2"),
-                *("--host", "127.0.0.1", "--port", str(port)),
-            ],
-            cwd=root,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
-        if server.returncode not in (0, -signal.SIGTERM):
-            print(log.read_text(errors="replace"))
-
-
-async def wait_until_serving(client: httpx.AsyncClient) -> None:
-    async def up() -> bool:
-        try:
-            return (await client.get("/openapi.json")).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    await eventually(up, timeout=60, what="uvicorn to serve")
+    with two_uvicorn_workers(root, log, env) as url:
+        yield url
 
 
 @pytest.fixture

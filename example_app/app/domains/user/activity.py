@@ -1,8 +1,8 @@
 """What the handlers did, kept in memory so GET /users/activity can show it.
 
-With several workers (the Redis backend), each process only sees what its own handlers
-did; set EXAMPLE_ACTIVITY_LOG=<file> to also append every record, with its process id,
-to one JSON-lines file shared by all workers.
+With several workers (a broker backend: Redis or Kafka), each process only sees what its
+own handlers did; set EXAMPLE_ACTIVITY_LOG=<file> to also append every record, with its
+process id, to one JSON-lines file shared by all workers.
 """
 
 from __future__ import annotations

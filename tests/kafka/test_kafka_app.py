@@ -1,0 +1,58 @@
+"""The example app in Kafka mode: ``EVENTBUS_BACKEND=kafka uvicorn main:app --workers 2``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+from kafka_support import FAST_GROUP, eventually
+from support import EXAMPLE_APP, two_uvicorn_workers, wait_until_serving
+
+
+async def test_example_app_under_two_workers_handles_each_signup_once(
+    kafka_servers: str, topic: str, tmp_path: Path
+) -> None:
+    activity_log = tmp_path / "activity.jsonl"
+    env = {
+        "EVENTBUS_BACKEND": "kafka",
+        "EVENTBUS_KAFKA_BOOTSTRAP_SERVERS": kafka_servers,
+        "EVENTBUS_KAFKA_TOPIC": topic,
+        "EVENTBUS_KAFKA_GROUP_ID": f"{topic}.group",
+        "EVENTBUS_KAFKA_CONSUMER_OPTIONS": json.dumps(FAST_GROUP),
+        "EXAMPLE_ACTIVITY_LOG": str(activity_log),
+    }
+    with two_uvicorn_workers(EXAMPLE_APP, tmp_path / "uvicorn.log", env) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            await wait_until_serving(client)
+            created = []
+            for n in range(30):
+                response = await client.post(
+                    "/users/", json={"name": f"user{n}", "email": f"u{n}@example.com"}
+                )
+                assert response.status_code == 200, response.text
+                assert response.json()["handlers_run"] == 0  # published, handled elsewhere
+                created.append(response.json()["id"])
+            health = (await client.get("/_eventbus")).json()["health"]
+            assert (health["backend"], health["topic"], health["reachable"]) == (
+                "kafka",
+                topic,
+                True,
+            )
+
+        def records() -> list[dict[str, Any]]:
+            if not activity_log.exists():
+                return []
+            return [json.loads(line) for line in activity_log.read_text().splitlines()]
+
+        async def both_handlers_ran_for_all() -> list[dict[str, Any]] | None:
+            found = records()
+            return found if len(found) >= 2 * len(created) else None
+
+        found = await eventually(both_handlers_ran_for_all, timeout=60, what="all signups")
+    welcome = [r["event_id"] for r in found if r["kind"] == "welcome"]
+    audits = [r for r in found if r["kind"] == "audit"]
+    assert len(welcome) == len(set(welcome)) == len(created), "a signup was handled twice"
+    assert len(audits) == len(created)
+    assert all(r["thread"].startswith("eventbus") for r in audits)
