@@ -46,7 +46,7 @@ class Scenario:
     title: str
     short: str  # for the chart
     unit: str
-    kind: str  # "timed" | "paired" | "memory" | "redis"
+    kind: str  # "timed" | "paired" | "memory" | "redis" | "kafka"
     entries: tuple[Entry, ...] = ()
     floor: str | None = None  # system whose figure is the floor ratio's denominator
     enabled: bool = True
@@ -151,6 +151,17 @@ SCENARIOS: list[Scenario] = [
             Entry("ours", "redis"),
         ),
         floor="redis-py",
+    ),
+    # Kafka backend end to end, on a private tansu broker (benchmarks.kafka_scenario,
+    # measured by benchmarks.kafka_bench); all rows come from one run of it.
+    Scenario(
+        "9",
+        "Kafka end to end: emit in one process, handled in another",
+        "Kafka end to end",
+        "µs/event",
+        "kafka",
+        (Entry("aiokafka", "kafka"), Entry("aiokafka-batched", "kafka"), Entry("ours", "kafka")),
+        floor="aiokafka",
     ),
 ]
 
@@ -274,7 +285,7 @@ def select(ids: list[str] | None, systems: list[str] | None) -> list[Scenario]:
         return chosen
     out = []
     for s in chosen:
-        if s.kind == "redis":  # one run measures ours and its floors together
+        if s.kind in ("redis", "kafka"):  # one run measures ours and its floors together
             entries = s.entries if "ours" in systems else ()
         else:
             entries = tuple(e for e in s.entries if e.system in systems)
@@ -293,6 +304,17 @@ def run_redis(scenario: Scenario, settings: Settings, skip: str | None) -> list[
     return [Result(scenario.id, **row) for row in rows]
 
 
+def run_kafka(scenario: Scenario, settings: Settings, skip: str | None) -> list[Result]:
+    """Scenario 9: one kafka_bench run gives every row (floors and ours measured together)."""
+    from benchmarks import kafka_scenario
+
+    systems = [e.system for e in scenario.entries]
+    if "ours" not in systems:
+        return []
+    rows = kafka_scenario.measure(systems, settings, skip)
+    return [Result(scenario.id, **row) for row in rows]
+
+
 def run_all(
     scenarios: list[Scenario],
     settings: Settings,
@@ -304,9 +326,12 @@ def run_all(
     for scenario in scenarios:
         if not scenario.enabled:
             continue
-        if scenario.kind == "redis":
+        if scenario.kind in ("redis", "kafka"):
             start = time.perf_counter()
-            rows = run_redis(scenario, settings, redis_skip)
+            if scenario.kind == "redis":
+                rows = run_redis(scenario, settings, redis_skip)
+            else:
+                rows = run_kafka(scenario, settings, None)
             results.extend(rows)
             if progress is not None:
                 for row in rows:

@@ -276,7 +276,7 @@ class KafkaBackend:
         await publisher.publish_many(records)
         return [EmitResult(envelope, 0, published=True) for envelope, _ in batch]
 
-    def _encode_item(self, index: int, envelope: EventEnvelope) -> wire.Record:
+    def _encode_item(self, index: int, envelope: EventEnvelope) -> wire.Outgoing:
         try:
             return wire.to_record(self.codec, envelope)
         except EventSerializationError as exc:

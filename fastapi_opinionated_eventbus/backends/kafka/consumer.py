@@ -19,10 +19,11 @@ Design (one process):
   dropped, the running ones get half the group's rebalance timeout to finish (then they
   are cancelled), what finished is committed, and the partitions go. What did not finish
   stays uncommitted: the next owner reads it again from the committed offset.
-* **Deliveries.** Kafka keeps no delivery count: this process counts how often it
-  started each record (a record cancelled by a rebalance or shutdown may come back).
-  ``current_event().attempt`` is that count; a record started more than
-  ``max_deliveries`` times goes to the dead-letter topic unhandled.
+* **Deliveries.** Kafka keeps no delivery count: this process counts how often its
+  handling of each record was interrupted (cancelled by a rebalance or a shutdown; the
+  record may come back to this process). ``current_event().attempt`` is 1 plus that
+  count; a record interrupted ``max_deliveries`` times goes to the dead-letter topic
+  unhandled.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ __all__ = ["GroupConsumer"]
 logger = ns_logger("EventBus.kafka")
 
 _POLL_MS = 1000
-# Starts of records this process remembers (for attempt numbers): plenty for the records
-# a rebalance can take away and give back.
+# Interrupted records this process remembers (for attempt numbers): plenty for the
+# records a rebalance can take away and give back.
 _REMEMBERED = 10_000
 
 
@@ -79,7 +80,7 @@ class GroupConsumer:
         self._tracks: dict[TopicPartition, PartitionTrack] = {}
         self._chains: dict[tuple[int, bytes], asyncio.Task[None]] = {}
         self._running: set[asyncio.Task[None]] = set()
-        self._starts: OrderedDict[tuple[TopicPartition, int], int] = OrderedDict()
+        self._interrupted: OrderedDict[tuple[TopicPartition, int], int] = OrderedDict()
         self._consumer: AIOKafkaConsumer | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._committer: asyncio.Task[None] | None = None
@@ -229,7 +230,7 @@ class GroupConsumer:
     # ------------------------------------------------------------------ handling
     def _start(self, track: PartitionTrack, record: Any) -> None:
         track.received(record.offset)
-        chain = (record.partition, record.key) if record.key is not None else None
+        chain = _chain_of(record)
         previous = self._chains.get(chain) if chain is not None else None
         # Eager: a record whose key is free and whose handlers do not suspend finishes
         # before the next one starts, without a trip through the scheduler.
@@ -261,9 +262,11 @@ class GroupConsumer:
             task = asyncio.current_task()
             assert task is not None
             self._running.add(task)
+            where = (track.tp, record.offset)
             try:
-                await self._handle(record, self._started(track.tp, record.offset))
+                await self._handle(record, 1 + self._interrupted.get(where, 0))
             except asyncio.CancelledError:
+                self._interrupt(where)
                 raise  # uncommitted: delivered again
             except Exception as exc:
                 error = self._config.describe(exc, with_traceback=True)
@@ -275,23 +278,21 @@ class GroupConsumer:
                 return
             finally:
                 self._running.discard(task)
-        self._starts.pop((track.tp, record.offset), None)
+        if self._interrupted:
+            self._interrupted.pop(where, None)
         if track.finished(record.offset) and not track.revoked:
             self._commit_wanted.set()
 
-    def _started(self, tp: TopicPartition, offset: int) -> int:
-        """How often this process has started this record, this time included."""
-        key = (tp, offset)
-        count = self._starts.pop(key, 0) + 1
-        self._starts[key] = count
-        if len(self._starts) > _REMEMBERED:
-            self._starts.popitem(last=False)
-        return count
+    def _interrupt(self, where: tuple[TopicPartition, int]) -> None:
+        """Count one more interrupted delivery of this record (newest last)."""
+        self._interrupted[where] = self._interrupted.pop(where, 0) + 1
+        if len(self._interrupted) > _REMEMBERED:
+            self._interrupted.popitem(last=False)
 
     async def _handle(self, record: Any, deliveries: int) -> None:
         if deliveries > self._max_deliveries:
             reason = (
-                f"started {deliveries} times in this process, more than max_deliveries="
+                f"delivered {deliveries} times to this process, more than max_deliveries="
                 f"{self._max_deliveries}: its handling keeps being interrupted"
             )
             await self._store([self._dead.letter(record, reason=reason, deliveries=deliveries)])
@@ -411,6 +412,18 @@ class GroupConsumer:
             f"Consumer group {self._config.group!r} assigned partitions "
             f"{sorted(tp.partition for tp in tps)} of {self._config.topic} to this process"
         )
+
+
+def _chain_of(record: Any) -> tuple[int, bytes] | None:
+    """The chain a record waits in: its key within its partition. None for a record
+    keyed by its own event id (the default key: no other record shares it)."""
+    key = record.key
+    if key is None:
+        return None
+    for name, value in record.headers or ():
+        if name == wire.EVENT_ID:
+            return None if value == key else (record.partition, key)
+    return (record.partition, key)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

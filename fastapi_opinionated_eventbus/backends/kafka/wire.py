@@ -29,6 +29,7 @@ __all__ = [
     "EVENT_ID",
     "EVENT_NAME",
     "Headers",
+    "Outgoing",
     "Record",
     "fields_of",
     "header",
@@ -44,6 +45,9 @@ ATTEMPT = "eventbus-attempt"
 Headers = list[tuple[str, bytes]]
 Record = tuple[bytes, bytes, Headers]
 """key, value, headers."""
+Outgoing = tuple[bytes, bytes, Headers, bool]
+"""key, value, headers, and whether the key is the event's own id (no other record
+shares it, so any partition will do)."""
 
 # The partition-key field of each typed event class (None: keyed by the event id). Weak:
 # apps rebuilt in one process (tests) re-create their classes.
@@ -69,17 +73,17 @@ def key_field(model: type) -> str | None:
     return field
 
 
-def key_of(envelope: EventEnvelope) -> bytes:
-    """The partition key: the typed event's key field as text, else the event id."""
+def key_of(envelope: EventEnvelope) -> bytes | None:
+    """The partition key of a typed event with ``__event_key__``: that field as text."""
     args = envelope.args
     if len(args) == 1 and isinstance(args[0], BaseModel):
         field = key_field(type(args[0]))
         if field is not None:
             return str(getattr(args[0], field)).encode()
-    return envelope.id.encode()
+    return None
 
 
-def to_record(codec: Codec, envelope: EventEnvelope) -> Record:
+def to_record(codec: Codec, envelope: EventEnvelope) -> Outgoing:
     """Key, value and headers of ``envelope``; raises EventSerializationError."""
     fields = codec.encode(envelope)
     key = key_of(envelope)
@@ -92,7 +96,9 @@ def to_record(codec: Codec, envelope: EventEnvelope) -> Record:
     trace = envelope.trace_context
     if trace:
         headers += [(name, value.encode()) for name, value in trace.items()]
-    return key, fields[BODY], headers
+    if key is None:
+        return fields[ID], fields[BODY], headers, True
+    return key, fields[BODY], headers, False
 
 
 def header(headers: Sequence[tuple[str, bytes]], name: str) -> bytes | None:
@@ -124,15 +130,17 @@ def decode(codec: Codec, record: Any, deliveries: int) -> EventEnvelope:
     ``current_event().attempt`` is the attempt the record carries (1 unless it was
     published again) plus this process's earlier deliveries of it.
     """
-    headers = record.headers or ()
-    for required in (EVENT_NAME, EVENT_ID):
-        if header(headers, required) is None:
-            raise MalformedEntry(f"missing header {required!r}")
+    headers = dict(record.headers or ())  # the last value of a repeated header wins
+    name, event_id = headers.get(EVENT_NAME), headers.get(EVENT_ID)
+    if name is None or event_id is None:
+        missing = EVENT_NAME if name is None else EVENT_ID
+        raise MalformedEntry(f"missing header {missing!r}")
     if record.value is None:
         raise MalformedEntry("the record has no value (a tombstone?)")
-    carried = header(headers, ATTEMPT)
+    carried = headers.get(ATTEMPT)
     try:
         first = max(int(carried), 1) if carried is not None else 1
     except ValueError:
         first = 1
-    return codec.decode(fields_of(record.value, headers), attempt=first + deliveries - 1)
+    fields = {ID: event_id, NAME: name, BODY: record.value}
+    return codec.decode(fields, attempt=first + deliveries - 1)
