@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,8 +38,9 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from benchmarks.broker_common import CONCURRENCY, last_json, percentiles, shares
+
 ROOT = Path(__file__).resolve().parent.parent
-CONCURRENCY = 64
 PARTITIONS = 6
 PAYLOAD = {"id": 12345, "name": "Jane Doe", "email": "jane@example.com", "plan": "pro"}
 EVENT = "user.created"
@@ -150,7 +150,7 @@ async def ours_producer(servers: str, topic: str, n: int, files: Path, samples: 
             loaded.append(time.perf_counter() - started)
 
     t0 = time.time()
-    await asyncio.gather(*(emitter(c) for c in _shares(n)))
+    await asyncio.gather(*(emitter(c) for c in shares(n)))
     done = float(await _wait_file(files / "done", timeout=_timeout(n)))
     sequential = []
     for _ in range(samples):  # latency without load: one emit at a time
@@ -159,8 +159,8 @@ async def ours_producer(servers: str, topic: str, n: int, files: Path, samples: 
         sequential.append(time.perf_counter() - started)
     _write(files / "latency-done", "1")
     await bus.aclose()
-    result = {"t0": t0, "done": done, "sequential": _percentiles(sequential)}
-    print(json.dumps(result | {"loaded": _percentiles(loaded)}))
+    result = {"t0": t0, "done": done, "sequential": percentiles(sequential)}
+    print(json.dumps(result | {"loaded": percentiles(loaded)}))
 
 
 def _record() -> tuple[bytes, bytes, list[tuple[str, bytes]], bool]:
@@ -224,24 +224,10 @@ async def floor_producer(servers: str, topic: str, n: int, files: Path, batched:
             for _ in range(count):
                 await (await producer.send(topic, value, key=next(keys), headers=headers))
 
-        await asyncio.gather(*(emitter(c) for c in _shares(n)))
+        await asyncio.gather(*(emitter(c) for c in shares(n)))
     done = float(await _wait_file(files / "done", timeout=_timeout(n)))
     await producer.stop()
     print(json.dumps({"t0": t0, "done": done}))
-
-
-def _shares(n: int) -> list[int]:
-    return [n // CONCURRENCY + (1 if i < n % CONCURRENCY else 0) for i in range(CONCURRENCY)]
-
-
-def _percentiles(samples: list[float]) -> dict[str, float]:
-    if not samples:
-        return {"p50_us": 0.0, "p99_us": 0.0}
-    ordered = sorted(samples)
-    return {
-        "p50_us": statistics.median(ordered) * 1e6,
-        "p99_us": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e6,
-    }
 
 
 # ====================================================================== orchestration
@@ -259,14 +245,6 @@ def _create_topic(servers: str, topic: str) -> None:
             await admin.close()
 
     asyncio.run(create())
-
-
-def _last_json(out: str) -> dict[str, Any] | None:
-    lines = out.strip().splitlines()
-    try:
-        return dict(json.loads(lines[-1])) if lines else None
-    except ValueError:
-        return None
 
 
 def _pair(servers: str, consumer: str, producer: str, n: int, *extra: str) -> dict[str, Any]:
@@ -295,7 +273,7 @@ def _pair(servers: str, consumer: str, producer: str, n: int, *extra: str) -> di
             for out in outs:
                 out.seek(0)
                 texts.append(out.read().decode("utf-8", "replace"))
-            report, figures = _last_json(texts[0]), _last_json(texts[2])
+            report, figures = last_json(texts[0]), last_json(texts[2])
             if report is not None and (report["handled"] != n or report["committed"] != n):
                 raise VerificationFailed(
                     f"{consumer}: {report['handled']} of {n} events handled, "

@@ -114,3 +114,13 @@ async def test_secrets_stay_out_of_logs_errors_health_and_introspection(
     assert "UnsupportedSaslMechanism" in caplog.text  # the logs did capture the attempt
     for text in (str(caught.value), caplog.text, json.dumps(health), json.dumps(described)):
         assert SECRET not in text
+
+
+def test_an_unparsable_variable_is_a_configuration_error_without_its_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EVENTBUS_KAFKA_SECURITY", '{"sasl_plain_password": "' + SECRET)
+    with pytest.raises(ConfigurationError) as caught:
+        EventBus(backend="kafka")
+    assert "kafka_security" in str(caught.value)
+    assert SECRET not in str(caught.value)
