@@ -2,6 +2,9 @@
 
 Design (one process):
 
+This module holds the fetch loop, the key chains, the commits and the rebalance listener
+together (hence its length): they share the per-partition tracks and change together.
+
 * **Order per key, concurrency across keys.** Each record runs in its own task. A record
   whose key (partition key) has an earlier record still waiting or running here waits for
   it: records of one key are handled one after another, in partition order. Records of
@@ -19,6 +22,8 @@ Design (one process):
   dropped, the running ones get half the group's rebalance timeout to finish (then they
   are cancelled), what finished is committed, and the partitions go. What did not finish
   stays uncommitted: the next owner reads it again from the committed offset.
+* **Resets.** A partition whose offsets go back (the broker lost data, the group's
+  offsets were reset) is tracked afresh from there.
 * **Deliveries.** Kafka keeps no delivery count: this process counts how often its
   handling of each record was interrupted (cancelled by a rebalance or a shutdown; the
   record may come back to this process). ``current_event().attempt`` is 1 plus that
@@ -217,6 +222,8 @@ class GroupConsumer:
             if track is None or track.revoked:
                 continue  # revoked meanwhile: the next owner reads them
             for record in records:
+                if not track.received(record.offset):
+                    track = self._restart_track(track, record.offset)
                 self._start(track, record)
 
     def _pause_all(self, consumer: AIOKafkaConsumer, pause: bool) -> None:
@@ -228,8 +235,20 @@ class GroupConsumer:
             consumer.resume(*tps)
 
     # ------------------------------------------------------------------ handling
+    def _restart_track(self, old: PartitionTrack, offset: int) -> PartitionTrack:
+        """The partition's offsets went back (the broker lost data, or someone reset the
+        group): track it afresh from ``offset``; records of the old track still running
+        finish without moving commits."""
+        logger.warning(
+            f"Partition {old.tp.partition} of {old.tp.topic} went back to offset {offset}: "
+            "the broker lost records or the group's offsets were reset; tracking it afresh"
+        )
+        old.revoked = True
+        track = self._tracks[old.tp] = PartitionTrack(old.tp)
+        track.received(offset)
+        return track
+
     def _start(self, track: PartitionTrack, record: Any) -> None:
-        track.received(record.offset)
         chain = _chain_of(record)
         previous = self._chains.get(chain) if chain is not None else None
         # Eager: a record whose key is free and whose handlers do not suspend finishes

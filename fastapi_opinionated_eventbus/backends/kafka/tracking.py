@@ -43,10 +43,15 @@ class PartitionTrack:
     def first_unfinished(self) -> int | None:
         return self._order[0] if self._order else None
 
-    def received(self, offset: int) -> None:
+    def received(self, offset: int) -> bool:
+        """Track ``offset``; False when it is not after the last one received (the
+        partition was reset, e.g. the broker lost its data): the track no longer fits."""
         if self._order and offset <= self._order[-1]:
-            raise ValueError(f"{self.tp}: offset {offset} received after {self._order[-1]}")
+            return False
+        if self.commit_to is not None and offset < self.commit_to:
+            return False
         self._order.append(offset)
+        return True
 
     def finished(self, offset: int) -> bool:
         """Mark ``offset`` finished; True when the commit point moved."""
