@@ -25,11 +25,12 @@ from fastapi_opinionated.shared.logger import ns_logger
 from ..._codec import Codec, known_types
 from ..._core.dead_letters import DeadLetter
 from ..._core.envelope import EventEnvelope
-from ..._core.errors import BackendUnavailable, ConfigurationError, EventSerializationError
+from ..._core.errors import BackendUnavailable, ConfigurationError
 from ..._core.results import EmitResult, HandlerFailure
 from ..._core.settings import BusSettings
 from ..backoff import keep_trying
 from ..base import BackendHealth, BackendPort, StopReport
+from ..broker import encode_batch, not_started, register_handler_types
 from ..replay import replay_letter
 from . import wire
 from .admin import ensure_topics
@@ -241,10 +242,12 @@ class KafkaBackend:
             logger.info(f"Kafka backend stopped ({self.config.servers})")
         return report
 
+    @property
+    def _description(self) -> str:
+        return f"the Kafka backend ({self.config.servers})"
+
     def _register_types(self) -> None:
-        """Models and enums named in handlers' annotations may be rebuilt from events."""
-        for sub in self._port.subscriptions():
-            known_types.register_annotations(sub.handler)
+        register_handler_types(self._port)
 
     # ------------------------------------------------------------------ publishing
     def check(self, envelope: EventEnvelope) -> None:
@@ -260,34 +263,23 @@ class KafkaBackend:
 
     def _started_publisher(self, envelope: EventEnvelope | None) -> Publisher:
         if self._publisher is None:
-            what = f"{envelope.name!r}" if envelope is not None else "events"
-            raise BackendUnavailable(
-                f"cannot publish {what}: the Kafka backend ({self.config.servers}) is not "
-                "started; start the bus first (`await bus.start()`, which the plugin does "
-                "at app startup)"
-            )
+            raise not_started(self._description, envelope)
         return self._publisher
 
     async def publish_many(self, batch: Sequence[tuple[EventEnvelope, Plan]]) -> list[EmitResult]:
         """Every event encoded first (nothing is sent if one fails), then appended to the
         producer together and acknowledged in one round trip."""
-        records = [(self._encode_item(i, env), env.name) for i, (env, _) in enumerate(batch)]
+        encoded = encode_batch(batch, lambda envelope: wire.to_record(self.codec, envelope))
+        names = [envelope.name for envelope, _ in batch]
+        records = list(zip(encoded, names, strict=True))
         publisher = self._started_publisher(batch[0][0] if batch else None)
         await publisher.publish_many(records)
         return [EmitResult(envelope, 0, published=True) for envelope, _ in batch]
 
-    def _encode_item(self, index: int, envelope: EventEnvelope) -> wire.Outgoing:
-        try:
-            return wire.to_record(self.codec, envelope)
-        except EventSerializationError as exc:
-            raise EventSerializationError(f"event {index} of the batch: {exc}") from None
-
     # ------------------------------------------------------------------ dead letters
     def _letters(self) -> DeadLetterTopic:
         if self._dead is None:
-            raise BackendUnavailable(
-                f"the Kafka backend ({self.config.servers}) is not started: start the bus first"
-            )
+            raise not_started(self._description)
         return self._dead
 
     async def dead_letters(self) -> list[DeadLetter]:

@@ -61,13 +61,15 @@ class Publisher:
         """
         key, value, headers, own_key = record
         self.in_flight += 1
+        sent: asyncio.Future[object] | None = None
         try:
             async with asyncio.timeout(self._timeout):
                 sent = await self._producer.send(
                     self._topic, value, key=key, headers=headers, partition=self._partition(own_key)
                 )
-                await sent
+                await asyncio.shield(sent)
         except TimeoutError:
+            _abandon([sent] if sent is not None else [])
             raise self.timed_out(repr(name)) from None
         except KafkaError as exc:
             raise self.refused(repr(name), exc) from None
@@ -93,7 +95,7 @@ class Publisher:
                     waiting.append(sent)
                 await asyncio.wait(waiting)
         except TimeoutError:
-            pass
+            _abandon(waiting)
         for index, (_, name) in enumerate(records):
             what = f"event {index} of the batch ({name!r})"
             if index >= len(waiting) or not waiting[index].done():
@@ -115,6 +117,18 @@ class Publisher:
             f"Kafka at {self._config.servers} refused {what}: "
             f"{self._config.describe(exc)}{_before(stored_before)}"
         )
+
+
+def _abandon(futures: Sequence[asyncio.Future[object]]) -> None:
+    """Acknowledgements nobody waits for any more: their outcome is still retrieved when
+    it comes, so a late failure is not reported as an exception never retrieved."""
+    for future in futures:
+        future.add_done_callback(_retrieve)
+
+
+def _retrieve(future: asyncio.Future[object]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _before(stored: int | None) -> str:

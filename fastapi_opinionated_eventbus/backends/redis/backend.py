@@ -28,13 +28,14 @@ from redis.asyncio import Redis
 from ..._codec import Codec, known_types
 from ..._core.dead_letters import DeadLetter
 from ..._core.envelope import EventEnvelope
-from ..._core.errors import BackendUnavailable, EventSerializationError
+from ..._core.errors import BackendUnavailable
 from ..._core.results import EmitResult, HandlerFailure
 from ..._core.settings import BusSettings
 from ..._secrets import mask_url
 from ..._text import as_text
 from ..backoff import keep_trying
 from ..base import BackendHealth, BackendPort, StopReport
+from ..broker import encode_batch, not_started, register_handler_types
 from ..naming import app_prefix, default_prefix
 from ..replay import replay_letter
 from .broadcast import BroadcastReader
@@ -212,10 +213,12 @@ class RedisStreamsBackend:
             logger.info(f"Redis Streams backend stopped ({self.masked_url})")
         return report
 
+    @property
+    def _description(self) -> str:
+        return f"the Redis backend ({self.masked_url})"
+
     def _register_types(self) -> None:
-        """Models and enums named in handlers' annotations may be rebuilt from events."""
-        for sub in self._port.subscriptions():
-            known_types.register_annotations(sub.handler)
+        register_handler_types(self._port)
 
     # ------------------------------------------------------------------ publishing
     def check(self, envelope: EventEnvelope) -> None:
@@ -231,18 +234,13 @@ class RedisStreamsBackend:
 
     def _started_publisher(self, envelope: EventEnvelope | None) -> Publisher:
         if self._publisher is None:
-            what = f"{envelope.name!r}" if envelope is not None else "events"
-            raise BackendUnavailable(
-                f"cannot publish {what}: the Redis backend ({self.masked_url}) is "
-                "not started; start the bus first (`await bus.start()`, which the plugin "
-                "does at app startup)"
-            )
+            raise not_started(self._description, envelope)
         return self._publisher
 
     async def publish_many(self, batch: Sequence[tuple[EventEnvelope, Plan]]) -> list[EmitResult]:
         """Every event encoded first (nothing is sent if one fails), then queued together:
         they leave in one pipeline, in order (see :mod:`.publisher`)."""
-        encoded = [self._encode_item(index, envelope) for index, (envelope, _) in enumerate(batch)]
+        encoded = encode_batch(batch, self.codec.encode)
         publisher = self._started_publisher(batch[0][0] if batch else None)
         outcomes = await asyncio.gather(
             *publisher.publish_many(
@@ -261,18 +259,10 @@ class RedisStreamsBackend:
                 ) from outcome
         return [EmitResult(envelope, 0, published=True) for envelope, _ in batch]
 
-    def _encode_item(self, index: int, envelope: EventEnvelope) -> dict[bytes, bytes]:
-        try:
-            return self.codec.encode(envelope)
-        except EventSerializationError as exc:
-            raise EventSerializationError(f"event {index} of the batch: {exc}") from None
-
     # ------------------------------------------------------------------ dead letters
     def _letters(self) -> DeadLetterStream:
         if self._dead is None:
-            raise BackendUnavailable(
-                f"the Redis backend ({self.masked_url}) is not started: start the bus first"
-            )
+            raise not_started(self._description)
         return self._dead
 
     async def dead_letters(self) -> list[DeadLetter]:
