@@ -171,8 +171,8 @@ class Codec:
     # ------------------------------------------------------------------ encoding
     def encode(self, envelope: EventEnvelope) -> dict[bytes, bytes]:
         """The stream fields of ``envelope``; raises EventSerializationError."""
-        args = envelope._args
-        kwargs = envelope._kwargs
+        args = envelope.args
+        kwargs = envelope.kwargs
         try:
             where = "args"
             encoded_args = [self._value(a, i) for i, a in enumerate(args)]
@@ -193,7 +193,7 @@ class Codec:
             "kwargs": encoded_kwargs,
             "at": envelope.emitted_at_timestamp,
             # The explicit one only: a root event's default (its own id) is rebuilt as is.
-            "cid": envelope._correlation_id,
+            "cid": cid if (cid := envelope.correlation_id) != envelope.id else None,
             "chain": list(envelope.chain),
             "trace": envelope.trace_context or {},
         }
