@@ -1,40 +1,10 @@
-"""The JSON form of an event crossing a process boundary: never pickle, never eval.
-
-An event becomes three flat fields (readable with ``redis-cli XRANGE``)::
-
-    id    the envelope id: stable across redeliveries (not the stream entry id)
-    name  the event name
-    body  JSON {"v": 1, "args": [...], "kwargs": {...}, "at": <epoch seconds>,
-                "cid": <correlation id or null>, "chain": [...], "trace": {...}}
-
-``trace`` carries the W3C trace context of the emit (with tracing on), so the consuming
-process's handler spans join the emitter's trace.
-
-Values: ``str``, ``int``, ``float``, ``bool``, ``None``, lists and dicts with ``str`` keys
-travel as themselves; a few more types travel as tagged objects ``{"$eb": <tag>, ...}``:
-
-* ``datetime``, ``date``, ``time`` (ISO 8601, time zone kept), ``UUID``, ``Decimal``
-  (as text, exact), ``tuple`` (stays a tuple).
-* Pydantic models: their JSON dump, re-validated on the consuming side with the schema
-  registered for the event name (typed events), else with the model type registered
-  under the tag's stable name (:func:`register_type`, or found in a subscribed handler's
-  annotations). A model type is never imported from a name found in a message. With no
-  type to validate with, the model arrives as the dict of its fields (logged once).
-* Enums: their value, tagged with the enum's stable name. Decoded to the enum member when
-  that enum type is registered (same rules as models), else left as the plain value.
-
-Subclasses of list, tuple, dict, str, int and float arrive as the base type. Anything
-else is refused at emit with :class:`EventSerializationError` naming the argument
-(``args[1]``, ``kwargs['user']['tags'][0]``) and its type, and nothing is published.
-"""
+"""Encoding an envelope to stream fields and back (the package docstring is the spec)."""
 
 from __future__ import annotations
 
 import json
-import typing
 import uuid
-import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from enum import Enum
@@ -43,17 +13,11 @@ from typing import Any
 from fastapi_opinionated.shared.logger import ns_logger
 from pydantic import BaseModel, ValidationError
 
-from ._core.envelope import EventEnvelope
-from ._core.errors import EventSerializationError
+from .._core.envelope import EventEnvelope
+from .._core.errors import EventSerializationError
+from .registry import TypeRegistry, known_types, stable_name
 
-__all__ = [
-    "Codec",
-    "MalformedEntry",
-    "TypeRegistry",
-    "known_types",
-    "register_type",
-    "stable_name",
-]
+__all__ = ["BODY", "ID", "NAME", "TAG", "VERSION", "Codec", "MalformedEntry"]
 
 VERSION = 1
 logger = ns_logger("EventBus.codec")
@@ -69,70 +33,6 @@ SchemaLookup = Callable[[str], "type[BaseModel] | None"]
 
 class MalformedEntry(ValueError):
     """A received entry that is not an event this codec wrote (or no longer decodes)."""
-
-
-def stable_name(cls: type) -> str:
-    """The name a model or enum type travels under: ``module:qualname``."""
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
-class TypeRegistry:
-    """Model and enum types the consuming side may rebuild, keyed by a stable name."""
-
-    def __init__(self) -> None:
-        self._by_name: dict[str, type] = {}
-        # Weak: apps rebuilt in one process (tests) re-create their classes.
-        self._names: weakref.WeakKeyDictionary[type, str] = weakref.WeakKeyDictionary()
-
-    def register(self, cls: type, name: str | None = None) -> None:
-        if not (isinstance(cls, type) and issubclass(cls, BaseModel | Enum)):
-            raise TypeError(f"only pydantic models and enums can be registered, got {cls!r}")
-        key = name or stable_name(cls)
-        self._by_name[key] = cls
-        self._names[cls] = key
-
-    def name_of(self, cls: type) -> str:
-        return self._names.get(cls) or stable_name(cls)
-
-    def get(self, name: str) -> type | None:
-        return self._by_name.get(name)
-
-    def register_annotations(self, handler: Callable[..., Any]) -> None:
-        """Register the models and enums named in ``handler``'s annotations.
-
-        They are types the consuming app imported itself, which is what makes rebuilding
-        them safe. Annotations that cannot be resolved are skipped.
-        """
-        try:
-            hints = typing.get_type_hints(handler)
-        except Exception:  # forward references, a callable object, ...
-            return
-        for hint in hints.values():
-            for cls in _types_in(hint):
-                if cls not in self._names:
-                    self.register(cls)
-
-
-def _types_in(hint: Any) -> Iterator[type]:
-    """Models and enums in an annotation, including inside ``list[...]``, ``X | None``."""
-    if isinstance(hint, type) and issubclass(hint, BaseModel | Enum):
-        yield hint
-    for arg in typing.get_args(hint):
-        yield from _types_in(arg)
-
-
-known_types = TypeRegistry()
-"""The process-wide registry of model and enum types (see :func:`register_type`)."""
-
-
-def register_type(cls: type, name: str | None = None) -> None:
-    """Let events carry ``cls`` (a Pydantic model or an Enum) between processes.
-
-    Needed only for models and enums that are neither an event's schema nor named in a
-    subscribed handler's annotations. ``name`` defaults to ``module:qualname``; give one
-    when the producing and the consuming code import the type under different modules.
-    """
-    known_types.register(cls, name)
 
 
 class _Refused(Exception):

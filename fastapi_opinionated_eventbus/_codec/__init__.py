@@ -1,0 +1,48 @@
+"""The JSON form of an event crossing a process boundary: never pickle, never eval.
+
+An event becomes three flat fields (readable with ``redis-cli XRANGE``)::
+
+    id    the envelope id: stable across redeliveries (not the stream entry id)
+    name  the event name
+    body  JSON {"v": 1, "args": [...], "kwargs": {...}, "at": <epoch seconds>,
+                "cid": <correlation id or null>, "chain": [...], "trace": {...}}
+
+``trace`` carries the W3C trace context of the emit (with tracing on), so the consuming
+process's handler spans join the emitter's trace.
+
+Values: ``str``, ``int``, ``float``, ``bool``, ``None``, lists and dicts with ``str`` keys
+travel as themselves; a few more types travel as tagged objects ``{"$eb": <tag>, ...}``:
+
+* ``datetime``, ``date``, ``time`` (ISO 8601, time zone kept), ``UUID``, ``Decimal``
+  (as text, exact), ``tuple`` (stays a tuple).
+* Pydantic models: their JSON dump, re-validated on the consuming side with the schema
+  registered for the event name (typed events), else with the model type registered
+  under the tag's stable name (:func:`register_type`, or found in a subscribed handler's
+  annotations). A model type is never imported from a name found in a message. With no
+  type to validate with, the model arrives as the dict of its fields (logged once).
+* Enums: their value, tagged with the enum's stable name. Decoded to the enum member when
+  that enum type is registered (same rules as models), else left as the plain value.
+
+Subclasses of list, tuple, dict, str, int and float arrive as the base type. Anything
+else is refused at emit with :class:`EventSerializationError` naming the argument
+(``args[1]``, ``kwargs['user']['tags'][0]``) and its type, and nothing is published.
+"""
+
+from __future__ import annotations
+
+from .codec import BODY, ID, NAME, TAG, VERSION, Codec, MalformedEntry
+from .registry import TypeRegistry, known_types, register_type, stable_name
+
+__all__ = [
+    "BODY",
+    "ID",
+    "NAME",
+    "TAG",
+    "VERSION",
+    "Codec",
+    "MalformedEntry",
+    "TypeRegistry",
+    "known_types",
+    "register_type",
+    "stable_name",
+]
