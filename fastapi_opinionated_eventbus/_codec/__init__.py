@@ -20,6 +20,10 @@ travel as themselves; a few more types travel as tagged objects ``{"$eb": <tag>,
   under the tag's stable name (:func:`register_type`, or found in a subscribed handler's
   annotations). A model type is never imported from a name found in a message. With no
   type to validate with, the model arrives as the dict of its fields (logged once).
+  Non-finite floats in a model travel as the JSON constants ``NaN``/``Infinity`` (where
+  Pydantic would write ``null``); one that cannot be put back with certainty (in a set,
+  or reshaped by a custom serializer) or that the model does not accept
+  (``allow_inf_nan=False``) is refused at emit, naming its field (``args[0].f``).
 * Enums: their value, tagged with the enum's stable name. Decoded to the enum member when
   that enum type is registered (same rules as models), else left as the plain value.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from enum import Enum
@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from .._core.envelope import EventEnvelope
 from .._core.errors import EventSerializationError
+from .models import NotCarried, dump_model
 from .registry import TypeRegistry, known_types, stable_name
 
 __all__ = ["BODY", "ID", "NAME", "TAG", "VERSION", "Codec", "MalformedEntry"]
@@ -36,12 +37,13 @@ class MalformedEntry(ValueError):
 
 
 class _Refused(Exception):
-    """An unencodable value; ``path`` grows while the error unwinds to the argument."""
+    """An unencodable value; ``path`` (``[1]``, ``['a']``, ``.f``, innermost first) grows
+    while the error unwinds to the argument."""
 
-    def __init__(self, value: object, problem: str = "") -> None:
+    def __init__(self, value: object, problem: str = "", path: Sequence[str | int] = ()) -> None:
         self.value = value
         self.problem = problem
-        self.path: list[str] = []
+        self.path: list[str] = [_segment(p, attribute=True) for p in reversed(path)]
 
 
 def _refusal(envelope: EventEnvelope, problem: str) -> EventSerializationError:
@@ -79,7 +81,7 @@ class Codec:
             where = "kwargs"
             encoded_kwargs = self._dict(kwargs) if kwargs else {}
         except _Refused as refused:
-            path = where + "".join(f"[{p}]" for p in reversed(refused.path))
+            path = where + "".join(reversed(refused.path))
             problem = refused.problem or (
                 f"is a {_type_name(refused.value)}, which cannot be sent to another process"
             )
@@ -116,7 +118,7 @@ class Codec:
                 return path
         return None
 
-    def _value(self, value: Any, key: int | str) -> Any:
+    def _value(self, value: Any, key: int | str | None) -> Any:
         # ``key`` names this value in its parent, for the error message only.
         try:
             kind = type(value)
@@ -128,7 +130,8 @@ class Codec:
                 return self._dict(value)
             return self._other(value)
         except _Refused as refused:
-            refused.path.append(str(key))
+            if key is not None:
+                refused.path.append(_segment(key))
             raise
 
     def _dict(self, value: Mapping[Any, Any]) -> Any:
@@ -138,7 +141,7 @@ class Codec:
                 raise _Refused(
                     value, f"has the {_type_name(k)} key {k!r}: JSON object keys must be str"
                 )
-            out[k] = self._value(v, repr(k))
+            out[k] = self._value(v, k)
         if TAG in out:  # a user's own "$eb" key: escape, so it is not read as a tag
             return {TAG: "dict", "v": [[k, v] for k, v in out.items()]}
         return out
@@ -147,12 +150,16 @@ class Codec:
         # Enum before str/int: StrEnum and IntEnum members are str and int too.
         if isinstance(value, Enum):
             name = self._types.name_of(type(value))
-            return {TAG: "enum", "type": name, "v": self._value(value.value, "value")}
+            try:
+                return {TAG: "enum", "type": name, "v": self._value(value.value, None)}
+            except _Refused as refused:
+                refused.path.append(".value")
+                raise
         if isinstance(value, BaseModel):
             try:
-                dumped = value.model_dump_json(
-                    by_alias=True, round_trip=True, exclude_computed_fields=True
-                )
+                dumped = dump_model(value)
+            except NotCarried as exc:
+                raise _Refused(value, exc.problem, exc.path) from None
             except Exception as exc:  # pydantic's serialization error
                 problem = f"is a {_type_name(value)} that cannot be dumped: {exc}"
                 raise _Refused(value, problem) from None
@@ -295,6 +302,13 @@ class Codec:
                     "handler's annotations)."
                 )
         return cls
+
+
+def _segment(key: str | int, *, attribute: bool = False) -> str:
+    """``[1]``, ``['a']``, or ``.name`` for a model field (``attribute``)."""
+    if isinstance(key, int):
+        return f"[{key}]"
+    return f".{key}" if attribute and key.isidentifier() else f"[{key!r}]"
 
 
 def _type_name(value: object) -> str:

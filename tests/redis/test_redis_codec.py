@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 import pytest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from fastapi_opinionated_eventbus import EventSerializationError, TypedEvent
 from fastapi_opinionated_eventbus._codec import Codec, MalformedEntry, TypeRegistry
@@ -245,3 +245,116 @@ def test_a_model_that_no_longer_validates_is_malformed() -> None:
     registry.register(User, name="test_redis_codec:Strict")  # a different model under it
     with pytest.raises(MalformedEntry, match="no longer validates"):
         codec(registry=registry).decode(fields)
+
+
+# ---------------------------------------------------------------- non-finite floats in models
+INF, NAN = float("inf"), float("nan")
+
+
+class Reading(BaseModel):
+    f: float
+
+
+class MaybeReading(BaseModel):
+    f: float | None = None
+
+
+class Series(BaseModel):
+    first: Reading
+    values: list[float] = []
+    by_name: dict[str, float] = {}
+    peak: float = Field(0.0, alias="Peak")
+    maybe: MaybeReading | None = None
+
+
+class Constants(BaseModel):
+    model_config = ConfigDict(ser_json_inf_nan="strings")
+    f: float
+
+
+class Measured(TypedEvent):
+    __event_name__: ClassVar[str] = "sensor.measured"
+    value: float
+    history: list[float] = Field(default_factory=list)
+
+
+def registry_of(*types: type) -> TypeRegistry:
+    registry = TypeRegistry()
+    for cls in types:
+        registry.register(cls)
+    return registry
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        Reading(f=INF),
+        Reading(f=-INF),
+        Reading(f=NAN),
+        MaybeReading(f=NAN),
+        MaybeReading(f=None),
+        Series(
+            first=Reading(f=NAN),
+            values=[1.0, INF, -INF, NAN],
+            by_name={"x": NAN, "y": 2.0},
+            Peak=INF,
+            maybe=MaybeReading(f=-INF),
+        ),
+        Constants(f=-INF),
+    ],
+    ids=repr,
+)
+def test_non_finite_floats_in_models_arrive_unchanged(value: BaseModel) -> None:
+    """Pydantic's JSON writes inf and nan as null: the consumer then refused the model
+    (dead letter), or took None for a float | None field. The codec never changes a value."""
+    c = codec(registry=registry_of(type(value), Reading, MaybeReading))
+    (got,) = round_trip(c, value).args
+    assert type(got) is type(value)
+    assert repr(got) == repr(value)  # repr compares nan as equal, and tells -0.0 from 0.0
+
+
+def test_non_finite_floats_in_a_typed_event_arrive_unchanged() -> None:
+    c = codec({"sensor.measured": Measured}, registry=TypeRegistry())
+    event = Measured(value=NAN, history=[INF, 0.5])
+    (got,) = round_trip(c, event, name="sensor.measured").args
+    assert type(got) is Measured and repr(got) == repr(event)
+
+
+def test_non_finite_floats_of_an_unregistered_model_arrive_as_floats() -> None:
+    (got,) = round_trip(codec(registry=TypeRegistry()), MaybeReading(f=-INF)).args
+    assert got == {"f": -INF}
+
+
+class Wrapped(BaseModel):
+    f: float
+
+    @field_serializer("f", when_used="json")
+    def _wrap(self, value: float) -> dict[str, Any]:
+        return {"value": value, "unit": "m"}
+
+
+class Finite(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+    f: float
+
+
+def test_a_non_finite_float_its_model_writes_as_null_elsewhere_is_refused() -> None:
+    with pytest.raises(EventSerializationError, match=r"args\[0\]\.f .*non-finite"):
+        codec().encode(EventEnvelope("a.b", (Wrapped(f=INF),), {}))
+
+
+def test_a_non_finite_float_its_model_forbids_is_refused() -> None:
+    finite = Finite(f=1.0)
+    finite.f = INF  # no validate_assignment: the model now holds what it cannot validate
+    with pytest.raises(EventSerializationError, match=r"kwargs\['m'\]\.f"):
+        codec().encode(EventEnvelope("a.b", (), {"m": finite}))
+
+
+class Bag(BaseModel):
+    items: set[float]
+
+
+def test_a_non_finite_float_in_a_set_is_refused() -> None:
+    """A set's dump may be in another order than its JSON: its nulls cannot be placed."""
+    with pytest.raises(EventSerializationError, match=r"args\[0\]\.items .*in a set"):
+        codec().encode(EventEnvelope("a.b", (Bag(items={1.0, INF}),), {}))
