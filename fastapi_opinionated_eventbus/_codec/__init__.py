@@ -27,9 +27,13 @@ travel as themselves; a few more types travel as tagged objects ``{"$eb": <tag>,
 * Enums: their value, tagged with the enum's stable name. Decoded to the enum member when
   that enum type is registered (same rules as models), else left as the plain value.
 
-Subclasses of list, tuple, dict, str, int and float arrive as the base type. Anything
-else is refused at emit with :class:`EventSerializationError` naming the argument
-(``args[1]``, ``kwargs['user']['tags'][0]``) and its type, and nothing is published.
+Subclasses of list, tuple, dict, str, int, float, datetime, date, time, UUID and Decimal
+arrive as the base type, holding the same data (never what an overridden ``__str__`` says).
+That holds for dict keys too: a ``str`` subclass key, such as a ``StrEnum`` member, arrives
+as a plain ``str``; a dict with two keys that are then the same ``str`` is refused, as is a
+key of any other type. Anything else is refused at emit with
+:class:`EventSerializationError` naming the argument (``args[1]``,
+``kwargs['user']['tags'][0]``) and its type, and nothing is published.
 """
 
 from __future__ import annotations

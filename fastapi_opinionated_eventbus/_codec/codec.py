@@ -138,10 +138,10 @@ class Codec:
         out: dict[str, Any] = {}
         for k, v in value.items():
             if type(k) is not str:
-                raise _Refused(
-                    value, f"has the {_type_name(k)} key {k!r}: JSON object keys must be str"
-                )
+                k = _plain_key(value, k)
             out[k] = self._value(v, k)
+        if len(out) != len(value):  # keys that differ only as str subclasses (see _plain_key)
+            raise _Refused(value, _merged_keys(value))
         if TAG in out:  # a user's own "$eb" key: escape, so it is not read as a tag
             return {TAG: "dict", "v": [[k, v] for k, v in out.items()]}
         return out
@@ -164,28 +164,30 @@ class Codec:
                 problem = f"is a {_type_name(value)} that cannot be dumped: {exc}"
                 raise _Refused(value, problem) from None
             return {TAG: "model", "type": self._types.name_of(type(value)), "json": dumped}
+        # Subclasses travel as their base type, so the base's own methods turn them to text:
+        # what a subclass's __str__ or isoformat says may not be its data.
         if isinstance(value, datetime):
-            return {TAG: "datetime", "v": value.isoformat()}
+            return {TAG: "datetime", "v": datetime.isoformat(value)}
         if isinstance(value, date):
-            return {TAG: "date", "v": value.isoformat()}
+            return {TAG: "date", "v": date.isoformat(value)}
         if isinstance(value, time):
-            return {TAG: "time", "v": value.isoformat()}
+            return {TAG: "time", "v": time.isoformat(value)}
         if isinstance(value, uuid.UUID):
-            return {TAG: "uuid", "v": str(value)}
+            return {TAG: "uuid", "v": uuid.UUID.__str__(value)}
         if isinstance(value, Decimal):
-            return {TAG: "decimal", "v": str(value)}
+            return {TAG: "decimal", "v": Decimal.__str__(value)}
         if isinstance(value, tuple):
             return {TAG: "tuple", "v": [self._value(item, i) for i, item in enumerate(value)]}
         if isinstance(value, list):
             return [self._value(item, i) for i, item in enumerate(value)]
         if isinstance(value, dict):
             return self._dict(value)
-        if isinstance(value, bool | int):
-            return int(value)
+        if isinstance(value, int):
+            return int.__int__(value)
         if isinstance(value, float):
-            return float(value)
+            return float.__float__(value)
         if isinstance(value, str):
-            return str(value)
+            return str.__str__(value)
         raise _Refused(value)
 
     # ------------------------------------------------------------------ decoding
@@ -302,6 +304,27 @@ class Codec:
                     "handler's annotations)."
                 )
         return cls
+
+
+def _plain_key(mapping: Mapping[Any, Any], key: Any) -> str:
+    """A str subclass key (a StrEnum member, ...) travels as its plain text, like a value."""
+    if isinstance(key, str):
+        return str.__str__(key)
+    raise _Refused(mapping, f"has the {_type_name(key)} key {key!r}: JSON object keys must be str")
+
+
+def _merged_keys(mapping: Mapping[Any, Any]) -> str:
+    """Name two keys that became one plain str, which JSON would silently merge."""
+    seen: dict[str, Any] = {}
+    for key in mapping:
+        text = str.__str__(key)
+        if text in seen:
+            return (
+                f"has two keys equal to {text!r} as plain str ({seen[text]!r} and {key!r}): "
+                "JSON object keys must be distinct"
+            )
+        seen[text] = key
+    return "has keys that are not distinct as plain str"  # a Mapping that changed meanwhile
 
 
 def _segment(key: str | int, *, attribute: bool = False) -> str:

@@ -358,3 +358,58 @@ def test_a_non_finite_float_in_a_set_is_refused() -> None:
     """A set's dump may be in another order than its JSON: its nulls cannot be placed."""
     with pytest.raises(EventSerializationError, match=r"args\[0\]\.items .*in a set"):
         codec().encode(EventEnvelope("a.b", (Bag(items={1.0, INF}),), {}))
+
+
+# ---------------------------------------------------------------- subclasses of str, int, float
+class Mood(enum.StrEnum):
+    HAPPY = "happy"
+
+
+class Token(str):  # equal to itself only: a dict may hold it beside the same plain str
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+
+class Shouty(str):
+    def __str__(self) -> str:
+        return self.upper()
+
+
+class Zero(int):
+    def __int__(self) -> int:
+        return 0
+
+
+class Half(float):
+    def __float__(self) -> float:
+        return 0.5
+
+
+class Stamp(datetime):
+    def isoformat(self, sep: str = "T", timespec: str = "auto") -> str:
+        return "a moment"
+
+
+class Ticket(uuid.UUID):
+    def __str__(self) -> str:
+        return "ticket"
+
+
+def test_subclasses_arrive_as_their_data_not_what_their_str_says() -> None:
+    ticket = Ticket(int=7)
+    decoded = round_trip(codec(), Shouty("quiet"), Zero(7), Half(2.0), Stamp(2024, 1, 2), ticket)
+    assert decoded.args == ("quiet", 7, 2.0, datetime(2024, 1, 2), uuid.UUID(int=7))
+    assert [type(a) for a in decoded.args] == [str, int, float, datetime, uuid.UUID]
+
+
+def test_str_subclass_keys_travel_as_plain_str() -> None:
+    (got,) = round_trip(codec(), {Mood.HAPPY: 1, Shouty("k"): 2, "$eb": 3}).args
+    assert got == {"happy": 1, "k": 2, "$eb": 3}
+    assert all(type(k) is str for k in got)
+
+
+def test_keys_equal_as_str_are_refused_rather_than_merged() -> None:
+    value = {Token("a"): 1, "a": 2}
+    assert len(value) == 2
+    with pytest.raises(EventSerializationError, match=r"args\[0\] has two keys equal to 'a'"):
+        codec().encode(EventEnvelope("a.b", (value,), {}))
