@@ -31,7 +31,9 @@ Subclasses of list, tuple, dict, str, int, float, datetime, date, time, UUID and
 arrive as the base type, holding the same data (never what an overridden ``__str__`` says).
 That holds for dict keys too: a ``str`` subclass key, such as a ``StrEnum`` member, arrives
 as a plain ``str``; a dict with two keys that are then the same ``str`` is refused, as is a
-key of any other type. Anything else is refused at emit with
+key of any other type. Text that is not valid UTF-8 (a lone surrogate) is refused too,
+in an argument or in the event's name, ids, chain or trace context. Anything else is
+refused at emit with
 :class:`EventSerializationError` naming the argument (``args[1]``,
 ``kwargs['user']['tags'][0]``) and its type, and nothing is published.
 """

@@ -17,6 +17,7 @@ from .._core.envelope import EventEnvelope
 from .._core.errors import EventSerializationError
 from .models import NotCarried, dump_model
 from .registry import TypeRegistry, known_types, stable_name
+from .text import shown
 
 __all__ = ["BODY", "ID", "NAME", "TAG", "VERSION", "Codec", "MalformedEntry"]
 
@@ -101,19 +102,22 @@ class Codec:
         }
         try:
             encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+            return {ID: envelope.id.encode(), NAME: envelope.name.encode(), BODY: encoded}
         except (ValueError, RecursionError) as exc:
             # An int too long for json, a lone surrogate that is not UTF-8, ...
-            where = self._culprit(args, kwargs) or "an argument"
-            raise _refusal(envelope, f"{where} cannot be encoded ({exc})") from None
-        return {ID: envelope.id.encode(), NAME: envelope.name.encode(), BODY: encoded}
+            culprit = self._culprit(args, kwargs)
+            if culprit is None and (bad_text := _unencodable_text(envelope)) is not None:
+                raise bad_text from None
+            problem = f"{culprit or 'an argument'} cannot be encoded ({exc})"
+            raise _refusal(envelope, problem) from None
 
     def _culprit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         """Which argument fails to encode: found again one by one, on the failure path only."""
         named: list[tuple[str, int | str, Any]] = [(f"args[{i}]", i, a) for i, a in enumerate(args)]
         named += [(f"kwargs[{k!r}]", k, v) for k, v in kwargs.items()]
         for path, key, value in named:
-            try:
-                json.dumps(self._value(value, key), ensure_ascii=False).encode()
+            try:  # the key too: a kwargs name may be what fails
+                json.dumps([key, self._value(value, key)], ensure_ascii=False).encode()
             except (_Refused, ValueError, RecursionError):
                 return path
         return None
@@ -304,6 +308,28 @@ class Codec:
                     "handler's annotations)."
                 )
         return cls
+
+
+def _unencodable_text(envelope: EventEnvelope) -> EventSerializationError | None:
+    """The refusal of the envelope's own text that is not UTF-8 (a lone surrogate), if any:
+    the event name, its ids, its chain or its trace context."""
+    texts = [
+        ("event name", envelope.name),
+        ("event id", envelope.id),
+        ("correlation id", envelope._correlation_id or ""),
+        *(("chain entry", name) for name in envelope.chain),
+        *(("trace context", f"{k}={v}") for k, v in (envelope.trace_context or {}).items()),
+    ]
+    for what, text in texts:
+        try:
+            text.encode()
+        except UnicodeEncodeError as exc:
+            return EventSerializationError(
+                f"Event {shown(envelope.name)}: the {what} {shown(text)} is not valid UTF-8 "
+                f"text ({exc.reason}: {text[exc.start]!r} at position {exc.start}); nothing "
+                "was published"
+            )
+    return None
 
 
 def _plain_key(mapping: Mapping[Any, Any], key: Any) -> str:

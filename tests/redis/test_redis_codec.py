@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from redis_support import Make
 
 from fastapi_opinionated_eventbus import EventSerializationError, TypedEvent
 from fastapi_opinionated_eventbus._codec import Codec, MalformedEntry, TypeRegistry
@@ -413,3 +414,33 @@ def test_keys_equal_as_str_are_refused_rather_than_merged() -> None:
     assert len(value) == 2
     with pytest.raises(EventSerializationError, match=r"args\[0\] has two keys equal to 'a'"):
         codec().encode(EventEnvelope("a.b", (value,), {}))
+
+
+# ---------------------------------------------------------------- names that are not UTF-8
+@pytest.mark.parametrize(
+    ("envelope", "what"),
+    [
+        (EventEnvelope("user.\udc80", (1,), {}), "event name"),
+        (EventEnvelope("user.x", (1,), {}, event_id="id-\ud800"), "event id"),
+        (EventEnvelope("user.x", (1,), {}, correlation_id="req-\udfff"), "correlation id"),
+        (EventEnvelope("user.x", (1,), {}, chain=("a.\udc80",)), "chain"),
+        (EventEnvelope("user.x", (1,), {}, trace={"traceparent": "\udc80"}), "trace"),
+    ],
+)
+def test_unencodable_envelope_text_is_a_serialization_error(
+    envelope: EventEnvelope, what: str
+) -> None:
+    with pytest.raises(EventSerializationError, match=f"{what} .*not valid UTF-8") as caught:
+        codec().encode(envelope)
+    assert "surrogate" in str(caught.value)
+
+
+async def test_emitting_a_lone_surrogate_name_on_redis_is_a_serialization_error(
+    make_bus: Make,
+) -> None:
+    bus = make_bus()
+    await bus.start()
+    with pytest.raises(EventSerializationError, match="event name"):
+        await bus.emit("user.\udc80", 1)
+    with pytest.raises(EventSerializationError, match="event name"):
+        bus.emit_nowait("user.\udc80", 1)
