@@ -19,7 +19,8 @@ travel as themselves; a few more types travel as tagged objects ``{"$eb": <tag>,
   registered for the event name (typed events), else with the model type registered
   under the tag's stable name (:func:`register_type`, or found in a subscribed handler's
   annotations). A model type is never imported from a name found in a message. With no
-  type to validate with, the model arrives as the dict of its fields (logged once).
+  type to validate with, the model arrives as the dict of its fields, with a warning (once
+  per type name among the last few thousand, at most a few a minute).
   Non-finite floats in a model travel as the JSON constants ``NaN``/``Infinity`` (where
   Pydantic would write ``null``); one that cannot be put back with certainty (in a set,
   or reshaped by a custom serializer) or that the model does not accept
@@ -33,9 +34,12 @@ That holds for dict keys too: a ``str`` subclass key, such as a ``StrEnum`` memb
 as a plain ``str``; a dict with two keys that are then the same ``str`` is refused, as is a
 key of any other type. Text that is not valid UTF-8 (a lone surrogate) is refused too,
 in an argument or in the event's name, ids, chain or trace context. Anything else is
-refused at emit with
-:class:`EventSerializationError` naming the argument (``args[1]``,
+refused at emit with :class:`EventSerializationError` naming the argument (``args[1]``,
 ``kwargs['user']['tags'][0]``) and its type, and nothing is published.
+
+What a received entry says is never logged raw: type names, tags and error texts in log
+lines and in :class:`MalformedEntry` are escaped (no line breaks or control characters)
+and cut short.
 """
 
 from __future__ import annotations

@@ -10,19 +10,18 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any
 
-from fastapi_opinionated.shared.logger import ns_logger
 from pydantic import BaseModel, ValidationError
 
 from .._core.envelope import EventEnvelope
 from .._core.errors import EventSerializationError
 from .models import NotCarried, dump_model
 from .registry import TypeRegistry, known_types, stable_name
-from .text import shown
+from .text import clipped, shown
+from .unknown import UnknownTypes
 
 __all__ = ["BODY", "ID", "NAME", "TAG", "VERSION", "Codec", "MalformedEntry"]
 
 VERSION = 1
-logger = ns_logger("EventBus.codec")
 
 TAG = "$eb"
 TAG_BYTES = b'"$eb"'
@@ -69,7 +68,7 @@ class Codec:
         self._schema_for = schema_for
         self._types = registry
         self._refresh = refresh
-        self._unknown: set[str] = set()
+        self._unknown = UnknownTypes()
 
     # ------------------------------------------------------------------ encoding
     def encode(self, envelope: EventEnvelope) -> dict[bytes, bytes]:
@@ -204,7 +203,7 @@ class Codec:
         except KeyError as exc:
             raise MalformedEntry(f"missing field {exc.args[0]!r}") from None
         except UnicodeDecodeError as exc:
-            raise MalformedEntry(f"a field is not UTF-8: {exc}") from None
+            raise MalformedEntry(f"a field is not UTF-8: {clipped(str(exc))}") from None
         if not event_id or not name:
             raise MalformedEntry("empty event id or name")
         schema = self._schema_for(name)
@@ -216,13 +215,13 @@ class Codec:
         except MalformedEntry:
             raise
         except ValidationError as exc:
-            raise MalformedEntry(f"a model no longer validates: {exc}") from None
+            raise MalformedEntry(f"a model no longer validates: {clipped(str(exc))}") from None
         except (ValueError, TypeError, KeyError, InvalidOperation, RecursionError) as exc:
             # RecursionError: a body nested deeper than json can parse is garbage too.
-            raise MalformedEntry(f"bad body: {type(exc).__name__}: {exc}") from None
+            raise MalformedEntry(f"bad body: {type(exc).__name__}: {clipped(str(exc))}") from None
         try:
             if body.get("v") != VERSION:
-                raise MalformedEntry(f"unknown codec version {body.get('v')!r}")
+                raise MalformedEntry(f"unknown codec version {shown(body.get('v'))}")
             args, kwargs, at = body["args"], body["kwargs"], body["at"]
             chain, cid, trace = body.get("chain", []), body.get("cid"), body.get("trace", {})
             if not (
@@ -236,7 +235,8 @@ class Codec:
             ):
                 raise MalformedEntry("body fields of the wrong type")
         except (AttributeError, KeyError) as exc:
-            raise MalformedEntry(f"body is not an event: {type(exc).__name__}: {exc}") from None
+            problem = f"{type(exc).__name__}: {clipped(str(exc))}"
+            raise MalformedEntry(f"body is not an event: {problem}") from None
         return EventEnvelope(
             name,
             tuple(args),
@@ -271,7 +271,7 @@ class Codec:
             return self._model(obj["type"], obj["json"], schema)
         if tag == "enum":
             return self._enum(obj["type"], obj["v"])
-        raise MalformedEntry(f"unknown value tag {tag!r}")
+        raise MalformedEntry(f"unknown value tag {shown(tag)}")
 
     def _model(self, name: str, dumped: str, schema: type[BaseModel] | None) -> Any:
         if schema is not None and name == stable_name(schema):
@@ -293,20 +293,13 @@ class Codec:
 
     def _resolve(self, name: str, *, quiet: bool = False) -> type | None:
         cls = self._types.get(name)
-        if cls is not None or name in self._unknown:
+        if cls is not None or self._unknown.seen(name):
             return cls
         if self._refresh is not None:
             self._refresh()
             cls = self._types.get(name)
         if cls is None:
-            self._unknown.add(name)
-            if not quiet:
-                logger.warning(
-                    f"Received a value of type {name!r}, which is not registered in this "
-                    "process: it is passed on as plain data. Register it with "
-                    "fastapi_opinionated_eventbus.register_type() (or name it in a "
-                    "handler's annotations)."
-                )
+            self._unknown.add(name, warn=not quiet)
         return cls
 
 

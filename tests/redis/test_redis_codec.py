@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import uuid
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -15,6 +16,7 @@ from redis_support import Make
 
 from fastapi_opinionated_eventbus import EventSerializationError, TypedEvent
 from fastapi_opinionated_eventbus._codec import Codec, MalformedEntry, TypeRegistry
+from fastapi_opinionated_eventbus._codec.unknown import UnknownTypes, WarningBudget
 from fastapi_opinionated_eventbus._core.envelope import EventEnvelope
 
 
@@ -444,3 +446,81 @@ async def test_emitting_a_lone_surrogate_name_on_redis_is_a_serialization_error(
         await bus.emit("user.\udc80", 1)
     with pytest.raises(EventSerializationError, match="event name"):
         bus.emit_nowait("user.\udc80", 1)
+
+
+# ---------------------------------------------------------------- unknown type names
+def entry_of_type(type_name: str, n: int = 0) -> dict[bytes, bytes]:
+    body = {"v": 1, "args": [{"$eb": "enum", "type": type_name, "v": n}], "kwargs": {}, "at": 0}
+    return {b"id": f"x-{n}".encode(), b"name": b"a.b", b"body": json.dumps(body).encode()}
+
+
+def test_unknown_type_names_are_remembered_boundedly_and_warned_about_sparingly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    refreshed: list[int] = []
+    c = codec(registry=TypeRegistry(), refresh=lambda: refreshed.append(1))
+    with caplog.at_level(logging.WARNING):
+        for n in range(20_000):
+            assert c.decode(entry_of_type(f"hostile:Type{n}", n)).args == (n,)
+    assert len(c._unknown) <= 4096
+    warnings = [r for r in caplog.records if "not registered" in r.getMessage()]
+    assert 1 <= len(warnings) <= 10
+    assert len(refreshed) == 20_000  # each new name may be a handler's type subscribed since
+
+
+def test_a_type_name_from_a_message_is_logged_escaped_and_short(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    name = "evil:T\nERROR forged line\r\x1b[31m\u2028" + "A" * 10_000
+    with caplog.at_level(logging.WARNING):
+        codec(registry=TypeRegistry()).decode(entry_of_type(name))
+    (record,) = [r for r in caplog.records if "not registered" in r.getMessage()]
+    message = record.getMessage()
+    assert not any(c in message for c in "\n\r\x1b\u2028")
+    assert "forged line" in message and len(message) < 600
+
+
+def test_a_known_unknown_name_is_neither_refreshed_nor_warned_about_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    refreshed: list[int] = []
+    c = codec(registry=TypeRegistry(), refresh=lambda: refreshed.append(1))
+    with caplog.at_level(logging.WARNING):
+        for n in range(3):
+            c.decode(entry_of_type("gone:Type", n))
+    assert len(refreshed) == 1
+    assert len([r for r in caplog.records if "not registered" in r.getMessage()]) == 1
+
+
+def test_held_back_warnings_are_counted_in_the_next_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    budget = WarningBudget(burst=2, period=10, clock=lambda: now[0])
+    unknown = UnknownTypes(capacity=3, budget=budget)
+    with caplog.at_level(logging.WARNING):
+        for n in range(5):
+            unknown.add(f"a:T{n}")
+        now[0] = 10.0
+        unknown.add("a:Late")
+    messages = [r.getMessage() for r in caplog.records if "not registered" in r.getMessage()]
+    assert len(messages) == 3
+    assert "3 more such warnings were held back" in messages[-1]
+    assert len(unknown) == 3 and unknown.seen("a:Late") and not unknown.seen("a:T0")
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        {"$eb": "evil\nERROR forged\x1b[0m" * 500, "v": 1},
+        {"$eb": "datetime", "v": "not\na\ndate" * 500},
+    ],
+    ids=["tag", "value"],
+)
+def test_what_a_malformed_entry_says_is_one_short_line(arg: dict[str, Any]) -> None:
+    body = {"v": 1, "args": [arg], "kwargs": {}, "at": 0}
+    fields = {b"id": b"x-1", b"name": b"a.b", b"body": json.dumps(body).encode()}
+    with pytest.raises(MalformedEntry) as caught:
+        codec().decode(fields)
+    message = str(caught.value)
+    assert "\n" not in message and "\x1b" not in message and len(message) < 800
