@@ -170,11 +170,11 @@ class Codec:
         # Subclasses travel as their base type, so the base's own methods turn them to text:
         # what a subclass's __str__ or isoformat says may not be its data.
         if isinstance(value, datetime):
-            return {TAG: "datetime", "v": datetime.isoformat(value)}
+            return {TAG: "datetime", "v": _iso(value, datetime.isoformat(value))}
         if isinstance(value, date):
             return {TAG: "date", "v": date.isoformat(value)}
         if isinstance(value, time):
-            return {TAG: "time", "v": time.isoformat(value)}
+            return {TAG: "time", "v": _iso(value, time.isoformat(value))}
         if isinstance(value, uuid.UUID):
             return {TAG: "uuid", "v": uuid.UUID.__str__(value)}
         if isinstance(value, Decimal):
@@ -323,6 +323,18 @@ def _unencodable_text(envelope: EventEnvelope) -> EventSerializationError | None
                 "was published"
             )
     return None
+
+
+def _iso(value: datetime | time, text: str) -> str:
+    """``text``, unless fromisoformat would read it back wrong: Python 3.12 takes a UTC
+    offset under a second (``+00:00:00.000001``) for UTC."""
+    if "+00:00:00." in text or "-00:00:00." in text:
+        raise _Refused(
+            value,
+            f"has the UTC offset {value.utcoffset()}, under a second, which the consuming "
+            "side would read back as UTC",
+        )
+    return text
 
 
 def _plain_key(mapping: Mapping[Any, Any], key: Any) -> str:

@@ -524,3 +524,16 @@ def test_what_a_malformed_entry_says_is_one_short_line(arg: dict[str, Any]) -> N
         codec().decode(fields)
     message = str(caught.value)
     assert "\n" not in message and "\x1b" not in message and len(message) < 800
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2000, 1, 1, tzinfo=timezone(timedelta(microseconds=1))),
+        time(1, 2, tzinfo=timezone(-timedelta(microseconds=999_999))),
+    ],
+)
+def test_a_utc_offset_under_a_second_is_refused_not_read_back_as_utc(value: Any) -> None:
+    """datetime.fromisoformat (3.12) reads "+00:00:00.000001" as UTC: refuse, never change."""
+    with pytest.raises(EventSerializationError, match=r"args\[0\] has the UTC offset .* second"):
+        codec().encode(EventEnvelope("a.b", (value,), {}))
