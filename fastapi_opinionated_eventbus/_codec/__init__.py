@@ -13,8 +13,14 @@ process's handler spans join the emitter's trace.
 Values: ``str``, ``int``, ``float``, ``bool``, ``None``, lists and dicts with ``str`` keys
 travel as themselves; a few more types travel as tagged objects ``{"$eb": <tag>, ...}``:
 
-* ``datetime``, ``date``, ``time`` (ISO 8601, time zone kept), ``UUID``, ``Decimal``
-  (as text, exact), ``tuple`` (stays a tuple).
+* ``datetime`` and ``time``: ISO 8601. Naive stays naive. Of an aware one only the UTC
+  offset survives, not the time zone: a ``ZoneInfo`` datetime arrives with a fixed
+  ``timezone(offset)``, the same instant, equal to the original except in a repeated or
+  skipped hour, where datetimes of different zones compare unequal (PEP 495); ``fold``
+  is not kept. A ``time`` whose zone gives no fixed offset (``ZoneInfo``) arrives naive.
+  A UTC offset under a second is refused (``fromisoformat`` would read it as UTC).
+* ``date`` (ISO 8601), ``UUID``, ``Decimal`` (as text, exact: ``NaN``, ``-0`` and
+  exponents kept), ``tuple`` (stays a tuple).
 * Pydantic models: their JSON dump, re-validated on the consuming side with the schema
   registered for the event name (typed events), else with the model type registered
   under the tag's stable name (:func:`register_type`, or found in a subscribed handler's
