@@ -43,6 +43,10 @@ def dump_model(model: BaseModel) -> str:
     dumped = model.model_dump_json(by_alias=True, round_trip=True, exclude_computed_fields=True)
     if "null" not in dumped:
         return dumped  # no null, so no float written as one: the common case costs a scan
+    # Optional fields left None are common; a float is never None, so without them a
+    # non-finite float would still show as null. Cheaper than walking the Python dump.
+    if "null" not in model.model_dump_json(round_trip=True, exclude_none=True):
+        return dumped
     python = model.model_dump(by_alias=True, round_trip=True, exclude_computed_fields=True)
     if _non_finite(python) is None:
         return dumped
@@ -107,17 +111,17 @@ def _check_accepted(model: BaseModel, text: str) -> None:
 
 
 def _non_finite(value: Any) -> float | None:
-    """The first non-finite float in ``value``, or None."""
-    if isinstance(value, float):
-        return None if math.isfinite(value) else value
-    if isinstance(value, dict):
-        value = value.values()
-    elif not isinstance(value, list | tuple | set | frozenset):
-        return None
-    for item in value:
-        found = _non_finite(item)
-        if found is not None:
-            return found
+    """A non-finite float in ``value`` (a Python-mode dump), or None."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return item
+        elif isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            todo.extend(item)
     return None
 
 
