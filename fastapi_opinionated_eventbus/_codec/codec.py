@@ -64,7 +64,8 @@ class Codec:
         refresh: Callable[[], None] | None = None,
     ) -> None:
         """``schema_for(name)``: the schema of an event name; ``refresh()``: register more
-        types (e.g. from handlers subscribed since), tried once per unknown type name."""
+        types (e.g. from handlers subscribed since), tried once per unknown type name while
+        that name is remembered (see :class:`UnknownTypes`)."""
         self._schema_for = schema_for
         self._types = registry
         self._refresh = refresh
