@@ -310,7 +310,7 @@ def _unencodable_text(envelope: EventEnvelope) -> EventSerializationError | None
     texts = [
         ("event name", envelope.name),
         ("event id", envelope.id),
-        ("correlation id", envelope._correlation_id or ""),
+        ("correlation id", envelope.correlation_id),
         *(("chain entry", name) for name in envelope.chain),
         *(("trace context", f"{k}={v}") for k, v in (envelope.trace_context or {}).items()),
     ]
