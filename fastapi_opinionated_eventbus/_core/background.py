@@ -14,7 +14,7 @@ import asyncio
 import contextvars
 import threading
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi_opinionated.shared.logger import ns_logger
@@ -23,14 +23,14 @@ from .envelope import EventEnvelope
 from .errors import EventBusClosed, EventBusError, EventBusOverloaded
 from .lifecycle import Lifecycle
 from .registry import Plan
-from .stepping import Resumed
 
 __all__ = ["BackgroundQueue"]
 
 logger = ns_logger("EventBus")
 
 QueueItem = tuple[EventEnvelope, Plan, contextvars.Context]
-Runner = Callable[[EventEnvelope, Plan], Coroutine[Any, Any, object]]
+Starter = Callable[[EventEnvelope, Plan, contextvars.Context], Awaitable[object] | None]
+"""A backend's start_publish: the first step of handing an event over, inside its context."""
 
 
 # How long shutdown waits for cancelled handlers to unwind.
@@ -45,9 +45,9 @@ class BackgroundQueue:
     """Accepts events from any thread; runs them on the bus's loop; drains on shutdown."""
 
     def __init__(
-        self, run: Runner, max_pending: int, on_lost: Callable[[EventEnvelope], None]
+        self, start: Starter, max_pending: int, on_lost: Callable[[EventEnvelope], None]
     ) -> None:
-        self._run = run
+        self._start = start
         self._on_lost = on_lost
         self._max_pending = max_pending
         self._queue: deque[QueueItem] = deque()
@@ -142,20 +142,13 @@ class BackgroundQueue:
         self._drainer = self._loop.create_task(self._drain(), name="eventbus-drainer")
 
     async def _drain(self) -> None:
-        queue, run = self._queue, self._run
+        queue, start = self._queue, self._start
         ran = 0
         while queue:
             envelope, plan, context = queue.popleft()
-            coro = run(envelope, plan)
             try:
-                # First step inline: most events finish here, costing no Task at all.
-                waiting_on = context.run(coro.send, None)
-            except StopIteration:
-                self._finished()
-                ran += 1
-                if ran % _FAIR_SHARE == 0:
-                    await asyncio.sleep(0)
-                continue
+                # The first step here: most events finish in it, costing no Task at all.
+                rest = start(envelope, plan, context)
             except Exception as exc:  # e.g. a broker that did not take the event
                 self._finished()
                 self.count_lost(envelope, _reason(exc))
@@ -164,6 +157,16 @@ class BackgroundQueue:
                 self._finished()
                 self._drainer = None
                 raise
+            if rest is None:
+                # _finished() inlined: the common case of the background hot path.
+                self._pending -= 1
+                if not self._pending and self._idle is not None:
+                    self._wake_idle_waiters()
+                ran += 1
+                if ran == _FAIR_SHARE:
+                    ran = 0
+                    await asyncio.sleep(0)
+                continue
             # The event suspended: this task stays with it, a new drainer takes the queue.
             task = asyncio.current_task()
             assert task is not None
@@ -172,7 +175,7 @@ class BackgroundQueue:
             if queue:
                 self._start_drainer()
             try:
-                await Resumed(coro, context, waiting_on)
+                await rest
             except Exception as exc:
                 self.count_lost(envelope, _reason(exc))
             finally:

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ from .envelope import EventEnvelope, current_var, reset_current
 from .errors import HandlerTimeout
 from .registry import Plan, Subscription
 from .results import EmitResult, HandlerFailure, handled_once
-from .stepping import Resumed
+from .stepping import Resumed, start_in
 
 if TYPE_CHECKING:
     from .._observability.tracing import EventTracer
@@ -130,6 +130,50 @@ class Dispatcher:
             for failed in failures:
                 keep(DeadLetter.from_failure(event, failed))
         return EmitResult(event, plan.count, failures)
+
+    def start(
+        self, event: EventEnvelope, plan: Plan, context: contextvars.Context
+    ) -> Awaitable[object] | None:
+        """Run ``plan`` for a background event inside ``context``, the event's own copy of
+        the emitter's: the first step here, and None when every handler finished in it
+        (the common case); else an awaitable that finishes the rest."""
+        single = plan.single
+        if single is None:
+            return start_in(self.run(event, plan), context)
+        # The single plain handler stepped directly: no coroutine of ours and no result
+        # object (callgrind, emit_nowait + drain: 25,391 -> 21,936 instructions per event). The
+        # context is the event's own, so current_event() is set in it and never reset.
+        context.run(current_var.set, event)
+        handler = single.handler
+        try:
+            if event._kwargs:
+                coro = handler(*event._args, **event._kwargs)
+            else:
+                coro = handler(*event._args)
+            waiting_on = context.run(coro.send, None)
+        except StopIteration:
+            return None
+        except Exception as exc:
+            self._keep(single, event, exc)
+            return None
+        except asyncio.CancelledError as cancelled:
+            self._keep(single, event, cancelled_by_handler(cancelled))
+            return None
+        return self._finish(single, event, Resumed(coro, context, waiting_on))
+
+    async def _finish(self, sub: Subscription, event: EventEnvelope, rest: Resumed) -> None:
+        """The rest of a background handler that suspended in its first step."""
+        try:
+            await rest
+        except Exception as exc:
+            self._keep(sub, event, exc)
+        except asyncio.CancelledError as cancelled:
+            self._keep(sub, event, cancelled_by_handler(cancelled))
+
+    def _keep(self, sub: Subscription, event: EventEnvelope, exc: Exception) -> None:
+        failure = self.give_up(sub, event, exc, 1)
+        if self.keep is not None:
+            self.keep(DeadLetter.from_failure(event, failure))
 
     async def _run_groups(self, event: EventEnvelope, plan: Plan) -> tuple[HandlerFailure, ...]:
         """Run the plan's groups in priority order; return the failures (usually none)."""

@@ -6,7 +6,8 @@ to decode events, nothing more (see :class:`~..backends.base.BackendPort`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextvars import Context
 from typing import TYPE_CHECKING, Any
 
 from .dispatch import Dispatcher, KeepLetter
@@ -40,6 +41,8 @@ class BusPort:
         # The dispatcher's own bound method: an in-process backend's publish adds no frame.
         self.run: Callable[[EventEnvelope, Plan], Coroutine[Any, Any, EmitResult]]
         self.run = dispatcher.run
+        self.start: Callable[[EventEnvelope, Plan, Context], Awaitable[object] | None]
+        self.start = dispatcher.start
 
     @property
     def app_name(self) -> str | None:

@@ -8,7 +8,14 @@ through the entry-point group ``fastapi_opinionated_eventbus.backends`` (see
 
 from __future__ import annotations
 
-from .base import Backend, BackendFactory, BackendHealth, BackendPort, StopReport
+from .base import (
+    Backend,
+    BackendFactory,
+    BackendHealth,
+    BackendPort,
+    StopReport,
+    start_in_context,
+)
 from .factory import ENTRY_POINT_GROUP, backend_names, create_backend
 
 __all__ = [
@@ -20,4 +27,5 @@ __all__ = [
     "StopReport",
     "backend_names",
     "create_backend",
+    "start_in_context",
 ]

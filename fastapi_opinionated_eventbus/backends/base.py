@@ -27,8 +27,11 @@ The contract, for anyone writing a backend:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextvars import Context
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
+
+from .._core.stepping import start_in as start_in_context
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -39,7 +42,14 @@ if TYPE_CHECKING:
     from .._core.results import EmitResult
     from .._core.settings import BusSettings
 
-__all__ = ["Backend", "BackendFactory", "BackendHealth", "BackendPort", "StopReport"]
+__all__ = [
+    "Backend",
+    "BackendFactory",
+    "BackendHealth",
+    "BackendPort",
+    "StopReport",
+    "start_in_context",
+]
 
 
 class BackendHealth(TypedDict, total=False):
@@ -95,6 +105,12 @@ class BackendPort(Protocol):
         """Run ``plan`` -- this process's handlers of an event emitted here -- and wait:
         what an in-process backend's ``publish`` does."""
 
+    def start(
+        self, envelope: EventEnvelope, plan: Plan, context: Context
+    ) -> Awaitable[object] | None:
+        """:meth:`run` for a background event, inside ``context``, as
+        :meth:`Backend.start_publish` describes: an in-process backend's start_publish."""
+
     def keep_dead_letters(self, keep: Callable[[DeadLetter], None]) -> None:
         """Have ``keep`` receive the dead letter of every final failure of :meth:`run`
         (an in-process backend keeps them; a broker backend stores those that
@@ -145,6 +161,17 @@ class Backend(Protocol):
         Every event is checked before anything is sent (EventSerializationError names the
         item by its index); BackendUnavailable names the first event the broker did not
         confirm (those before it are stored; it and later ones may or may not be).
+        """
+
+    def start_publish(
+        self, envelope: EventEnvelope, plan: Plan, context: Context
+    ) -> Awaitable[object] | None:
+        """For a background emit: begin handing the event over, inside ``context`` (a copy
+        of the emitter's, the event's own). Return None when that already finished, else an
+        awaitable that finishes it (the background queue awaits it). Raise -- now, or from
+        the awaitable -- when the event could not be handed over: it is counted lost.
+
+        Most backends return ``start_in_context(self.publish(envelope, plan), context)``.
         """
 
     async def pause(self) -> None:

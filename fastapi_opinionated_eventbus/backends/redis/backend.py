@@ -20,7 +20,8 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from contextvars import Context
 from typing import TYPE_CHECKING
 
 from fastapi_opinionated.shared.logger import ns_logger
@@ -34,7 +35,7 @@ from ..._core.results import EmitResult, HandlerFailure
 from ..._core.settings import BusSettings
 from ..._secrets import mask_url
 from ..._text import as_text
-from ..base import BackendHealth, BackendPort, StopReport
+from ..base import BackendHealth, BackendPort, StopReport, start_in_context
 from .broadcast import BroadcastReader
 from .connection import Backoff, describe_error, is_fatal, is_transient, make_client
 from .consumer import GroupConsumer
@@ -256,6 +257,11 @@ class RedisStreamsBackend:
                 "does at app startup)"
             )
         return self._publisher
+
+    def start_publish(
+        self, envelope: EventEnvelope, plan: Plan, context: Context
+    ) -> Awaitable[object] | None:
+        return start_in_context(self.publish(envelope, plan), context)
 
     async def publish_many(self, batch: Sequence[tuple[EventEnvelope, Plan]]) -> list[EmitResult]:
         """Every event encoded first (nothing is sent if one fails), then sent together:
