@@ -2,18 +2,19 @@
 
 One pair of listeners on SQLAlchemy's ``Session`` class (installed when this package is
 first used) serves every session, sync or the sync core of an ``AsyncSession``: an
-outbox emit leaves its relay in ``session.info``; the commit takes it out and rings it,
-a rollback takes it out silently. Sessions that wrote no outbox row pay one dict lookup
-per commit.
+outbox emit leaves its relay in ``session.info``; the commit takes it out and rings it;
+the end of the outermost transaction without a commit (a rollback) takes it out
+silently. A rolled-back savepoint does not: the outer transaction may still commit
+earlier rows. Sessions that wrote no outbox row pay a dict lookup or two per transaction.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 __all__ = ["Bell", "arm"]
 
@@ -47,7 +48,7 @@ def _install() -> None:
     with _install_lock:
         if not _installed:
             event.listen(Session, "after_commit", _after_commit)
-            event.listen(Session, "after_rollback", _after_rollback)
+            event.listen(Session, "after_transaction_end", _after_transaction_end)
             _installed = True
 
 
@@ -58,6 +59,8 @@ def _after_commit(session: Session) -> None:
             bell.ring()
 
 
-def _after_rollback(session: Session, *_: Any) -> None:
-    # The rows are gone with the transaction: there is nothing to dispatch.
-    session.info.pop(_KEY, None)
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    # After a commit the bells are already rung and gone; otherwise the outermost
+    # transaction rolled back, and its rows with it: there is nothing to dispatch.
+    if transaction.parent is None:
+        session.info.pop(_KEY, None)
