@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import fastapi_opinionated.app  # noqa: F401 - import order matters, see above
@@ -21,6 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from support import (
     EXAMPLE_APP,
     REPO_ROOT,
+    Postgres,
     RedisServer,
     no_redis,
     start_postgres,
@@ -69,15 +69,6 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
-
-
-@dataclass(frozen=True)
-class Postgres:
-    """One PostgreSQL database, as URLs for the async and the sync driver."""
-
-    async_url: str
-    sync_url: str
-    password: str
 
 
 def _postgres_of(url: str) -> Postgres:

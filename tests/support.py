@@ -13,6 +13,7 @@ import socket
 import subprocess
 import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -114,6 +115,15 @@ def no_redis(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+@dataclass(frozen=True)
+class Postgres:
+    """One PostgreSQL database, as URLs for the async and the sync driver."""
+
+    async_url: str
+    sync_url: str
+    password: str
 
 
 def no_postgres(reason: str) -> None:

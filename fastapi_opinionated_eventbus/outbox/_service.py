@@ -74,7 +74,13 @@ class OutboxService:
             bell=self,
             relay_url=self.url,
         )
-        self._engine: AsyncEngine | None = None
+        self._sqlite = is_sqlite(self.url)
+        self._workers = 1 if self._sqlite else _LOCKING_WORKERS
+        # Made now so that a driver that is missing (or not async) fails at configuration;
+        # it connects only when the relay starts, and stop() disposes of its connections.
+        self._engine: AsyncEngine = make_engine(
+            self.url, self._raw_url, pool_size=self._workers + 2
+        )
         self._relay: Relay | None = None
         watch = getattr(metrics, "watch_outbox", None)
         if watch is not None:
@@ -106,9 +112,7 @@ class OutboxService:
         if self._relay is not None:
             return
         s = self._settings
-        sqlite = is_sqlite(self.url)
-        workers = 1 if sqlite else _LOCKING_WORKERS
-        engine = make_engine(self.url, self._raw_url, pool_size=workers + 2)
+        sqlite, engine = self._sqlite, self._engine
         store = OutboxStore(
             self.table, batch_size=s.outbox_batch_size, keep=s.outbox_keep, locking=not sqlite
         )
@@ -119,7 +123,6 @@ class OutboxService:
             raise
         database = sqlite_file(self.url) if sqlite else None
         self._register_types()
-        self._engine = engine
         self._relay = Relay(
             engine,
             store,
@@ -127,7 +130,7 @@ class OutboxService:
             dispatch=self._dispatch,
             poll_interval=s.outbox_poll_interval,
             batch_size=s.outbox_batch_size,
-            workers=workers,
+            workers=self._workers,
             locking=not sqlite,
             lock=RelayLock(database) if database is not None else None,
             url=self._raw_url,
@@ -146,7 +149,7 @@ class OutboxService:
             attempts += 1
             try:
                 async with asyncio.timeout(DB_TIMEOUT), engine.begin() as conn:
-                    if is_sqlite(self.url):
+                    if self._sqlite:
                         # Readers and the writer no longer block each other: the app's
                         # commits do not wait for the relay's reads. Persistent in the file.
                         await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
@@ -177,12 +180,10 @@ class OutboxService:
     async def stop(self, timeout: float) -> None:
         """Stop the relay within ``timeout`` seconds (batches still dispatching then are
         cancelled, and their rows dispatched again later), and close the engine."""
-        relay, engine = self._relay, self._engine
-        self._relay = self._engine = None
+        relay, self._relay = self._relay, None
         if relay is not None:
             await relay.stop(timeout)
-        if engine is not None:
-            await engine.dispose()
+        await self._engine.dispose()
 
     def _decode(self, row: ClaimedRow) -> EventEnvelope:
         return self._codec.decode(
