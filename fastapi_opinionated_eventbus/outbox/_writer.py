@@ -89,8 +89,10 @@ class OutboxWriter:
 
     def _check_database(self, session: Session) -> None:
         """Warn once per engine whose database is not the one the relay reads."""
-        bind = session.get_bind()
-        engine = bind.engine
+        try:
+            engine = session.get_bind().engine
+        except Exception:  # several binds and no default one: nothing to compare
+            return
         if engine in self._checked:
             return
         self._checked.add(engine)

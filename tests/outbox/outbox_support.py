@@ -148,11 +148,18 @@ class Worker:
         assert self.proc is not None
         return self.proc.wait(timeout=timeout)
 
-    def handled(self) -> list[str]:
-        """The event ids this worker's handler recorded, in order."""
+    def handled(self, *, hanging: bool = False) -> list[str]:
+        """The event ids this worker's handler finished (or, ``hanging``, started and
+        hangs in), in order."""
         if not self.record.exists():
             return []
-        return [line.split()[0] for line in self.record.read_text().splitlines() if line]
+        lines = [line.split() for line in self.record.read_text().splitlines() if line]
+        return [words[0] for words in lines if (words[-1] == "hanging") == hanging]
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
 
     def stop(self) -> int | None:
         if self.proc is None:

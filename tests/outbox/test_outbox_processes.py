@@ -79,6 +79,24 @@ async def test_two_processes_relay_one_postgresql_table_each_row_once(
     assert first.handled() and second.handled(), (len(first.handled()), len(second.handled()))
 
 
+async def test_relay_killed_mid_batch_another_relay_takes_its_rows(
+    pg_database: Database, workers: Workers, make_bus: Make
+):
+    stuck = workers(pg_database, "relay", "stuck", hang=True, outbox_poll_interval=0.1)
+    await stuck.ready()
+    writer = make_bus(pg_database)
+    ids = await asyncio.to_thread(_write_jobs, writer, pg_database, 10)
+    # The whole batch is claimed (locked) by a relay whose handlers never return.
+    await eventually(lambda: sorted(stuck.handled(hanging=True)) == sorted(ids))
+    other = workers(pg_database, "relay", "other", outbox_poll_interval=0.1)
+    await other.ready()
+    await asyncio.sleep(1.0)  # ten polls: SKIP LOCKED, the rows are not its to take
+    assert other.handled() == []
+    stuck.kill()  # mid-batch: its transaction and locks die with its connection
+    await eventually(lambda: sorted(other.handled()) == sorted(ids), what="the takeover")
+    await eventually(lambda: _table_empty(pg_database), what="every row deleted")
+
+
 @pytest.fixture
 def private_postgres() -> Iterator[tuple[PostgresServer, Database]]:
     """A PostgreSQL server of this test's own (to restart it)."""

@@ -7,6 +7,8 @@ Roles:
 
 * ``relay``: a started bus whose ``job`` handler appends ``<event id> <name>`` to
   ``record`` (one line per call); touches ``ready`` once started; stops on SIGTERM.
+  With ``"hang": true`` the handler appends ``<event id> <name> hanging`` and never
+  returns (the process is to be killed mid-batch).
 * ``emit-then-die``: the same bus, relay running; writes one ``job`` event in a
   transaction, appends its id to ``ready`` before committing, and kills itself with
   SIGKILL from the session's ``after_commit`` hook: committed, never dispatched here.
@@ -36,11 +38,16 @@ async def main(config: dict[str, Any]) -> None:
     record, ready = Path(config.pop("record")), Path(config.pop("ready"))
     url, table = config.pop("url"), config.pop("table")
     delay = float(config.pop("handler_delay", 0.0))
+    hang = bool(config.pop("hang", False))
     bus = EventBus(outbox_url=url, outbox_table=table, shutdown_timeout=5.0, **config)
     # Written synchronously on purpose: one whole line per write, in handler order.
     out = record.open("a", encoding="utf-8")  # noqa: ASYNC230
 
     async def job(n: int) -> None:
+        if hang:
+            out.write(f"{current_event().id} {name} hanging\n")
+            out.flush()
+            await asyncio.sleep(3600)
         if delay:
             await asyncio.sleep(delay)
         out.write(f"{current_event().id} {name}\n")
