@@ -177,7 +177,11 @@ def test_example_app_shows_metrics_and_introspection(
         client.post("/users/", json={"name": "Ada", "email": "ada@example.com"})
         _activity_of(lambda: client.get("/users/activity").json(), {"welcome", "audit"})
         metrics = client.get("/metrics")
-        report = client.get("/_eventbus").json()
+        deadline = time.monotonic() + 15
+        # The row is deleted once its handlers ran: a moment after they recorded.
+        while (report := client.get("/_eventbus").json())["health"]["outbox"]["pending"]:
+            assert time.monotonic() < deadline, report
+            time.sleep(0.02)
     assert metrics.status_code == 200
     assert 'eventbus_events_emitted_total{event="user.created"} 1.0' in metrics.text
     assert (
@@ -185,7 +189,7 @@ def test_example_app_shows_metrics_and_introspection(
         'subscription="user.created"} 1.0' in metrics.text
     )
     assert report["counters"]["handled"] == 2
-    assert report["health"]["outbox"]["pending"] == 0
+    assert report["health"]["outbox"]["reachable"] is True
     assert "eventbus_outbox_pending_rows" in metrics.text
     assert {sub["event"] for sub in report["subscriptions"]} == {
         "user.created",

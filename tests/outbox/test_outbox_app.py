@@ -31,6 +31,7 @@ from pydantic import BaseModel
 from sqlalchemy import Column, Integer, String
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import NullPool
 
 from fastapi_opinionated_eventbus import eventbus_api
 
@@ -45,7 +46,8 @@ class User(Base):
     name = Column(String(100), nullable=False)
 
 
-engine = create_async_engine(os.environ["APP_DATABASE_URL"])
+# No pool: nothing stays open after the test (the app never disposes of its engine).
+engine = create_async_engine(os.environ["APP_DATABASE_URL"], poolclass=NullPool)
 
 
 class NewUser(BaseModel):

@@ -13,6 +13,7 @@ from sqlalchemy import Integer, String, create_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import NullPool
 
 DEFAULT_URL = f"sqlite+aiosqlite:///{Path(__file__).resolve().parents[3] / 'example.db'}"
 
@@ -33,7 +34,8 @@ class User(Base):
 
 
 def create_tables() -> None:
-    """Create the users table if missing (a real app would use migrations)."""
+    """Create the users table if missing (main.py, at startup; a real app would use
+    migrations)."""
     engine = create_engine(database_url().replace("+aiosqlite", ""))
     try:
         Base.metadata.create_all(engine)
@@ -43,5 +45,8 @@ def create_tables() -> None:
         engine.dispose()
 
 
-create_tables()
-session = async_sessionmaker(create_async_engine(database_url()), class_=AsyncSession)
+# SQLite connections are cheap to open: none is kept between requests, so none is left
+# open when the app stops.
+session = async_sessionmaker(
+    create_async_engine(database_url(), poolclass=NullPool), class_=AsyncSession
+)
