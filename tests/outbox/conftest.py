@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from outbox_support import Base, Database, Make, Worker, bus_options
 from sqlalchemy import create_engine, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from fastapi_opinionated_eventbus import EventBus
 
@@ -84,3 +85,19 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     yield make
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+async def engines() -> AsyncIterator[Callable[..., AsyncEngine]]:
+    """``engines(url, **options)``: the app's own engines, disposed of at the end even when
+    the test fails (a connection left to the garbage collector is a warning, an error)."""
+    made: list[AsyncEngine] = []
+
+    def make(url: str, **options: Any) -> AsyncEngine:
+        engine = create_async_engine(url, **options)
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        await engine.dispose()

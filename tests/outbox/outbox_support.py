@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, select
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
 from fastapi_opinionated_eventbus import EventBus, current_event
@@ -175,6 +175,8 @@ class Worker:
 
 
 Make = Callable[..., EventBus]
+Engines = Callable[..., AsyncEngine]
+"""``engines(url, **options)``: see the ``engines`` fixture."""
 """``make_bus(db, **options)``: see the ``make_bus`` fixture."""
 
 

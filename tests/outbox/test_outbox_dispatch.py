@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from outbox_support import (
     Database,
+    Engines,
     Make,
     Recorder,
     User,
@@ -35,12 +36,14 @@ class Boom(Exception):
     pass
 
 
-async def test_commit_dispatches_once_with_the_emitters_id(database: Database, make_bus: Make):
+async def test_commit_dispatches_once_with_the_emitters_id(
+    database: Database, make_bus: Make, engines: Engines
+):
     bus = make_bus(database)
     seen = Recorder()
     bus.subscribe("user.created", seen)
     await bus.start()
-    engine = create_async_engine(database.async_url)
+    engine = engines(database.async_url)
     async with AsyncSession(engine) as session, session.begin():
         session.add(User(name="Jane"))
         outbox = bus.outbox(session)
@@ -52,15 +55,16 @@ async def test_commit_dispatches_once_with_the_emitters_id(database: Database, m
     assert await outbox_rows(database) == []  # dispatched rows are deleted
     async with AsyncSession(engine) as session:
         assert await session.scalar(select(func.count()).where(User.name == "Jane")) >= 1
-    await engine.dispose()
 
 
-async def test_rollback_dispatches_nothing_ever(database: Database, make_bus: Make):
+async def test_rollback_dispatches_nothing_ever(
+    database: Database, make_bus: Make, engines: Engines
+):
     bus = make_bus(database)
     seen = Recorder()
     bus.subscribe("user.created", seen)
     await bus.start()
-    engine = create_async_engine(database.async_url)
+    engine = engines(database.async_url)
     async with AsyncSession(engine) as session:
         async with session.begin():
             await bus.outbox(session).emit("user.created", {"name": "Ghost"})
@@ -72,17 +76,16 @@ async def test_rollback_dispatches_nothing_ever(database: Database, make_bus: Ma
     await asyncio.sleep(0.5)  # five poll intervals
     assert seen.ids == [kept.id]
     assert await outbox_rows(database) == []
-    await engine.dispose()
 
 
 async def test_exception_in_the_transaction_block_dispatches_nothing(
-    database: Database, make_bus: Make
+    database: Database, make_bus: Make, engines: Engines
 ):
     bus = make_bus(database)
     seen = Recorder()
     bus.subscribe("user.created", seen)
     await bus.start()
-    engine = create_async_engine(database.async_url)
+    engine = engines(database.async_url)
     with pytest.raises(Boom):
         async with AsyncSession(engine) as session, session.begin():
             session.add(User(name="Nobody"))
@@ -93,7 +96,6 @@ async def test_exception_in_the_transaction_block_dispatches_nothing(
     assert await outbox_rows(database) == []
     async with AsyncSession(engine) as session:
         assert await session.scalar(select(func.count()).where(User.name == "Nobody")) == 0
-    await engine.dispose()
 
 
 async def test_sync_session_commit_and_rollback(database: Database, make_bus: Make):
@@ -127,23 +129,24 @@ async def test_sync_session_commit_and_rollback(database: Database, make_bus: Ma
 
 
 async def test_commit_wakes_the_relay_without_waiting_for_a_poll(
-    database: Database, make_bus: Make
+    database: Database, make_bus: Make, engines: Engines
 ):
     bus = make_bus(database, outbox_poll_interval=60.0)
     seen = Recorder()
     bus.subscribe("user.created", seen)
     await bus.start()
     await asyncio.sleep(0.2)  # the relay's first look at the table is over: it sleeps now
-    engine = create_async_engine(database.async_url)
+    engine = engines(database.async_url)
     async with AsyncSession(engine) as session, session.begin():
         envelope = await bus.outbox(session).emit("user.created", {"name": "Quick"})
     # Well under the 60 s poll interval: the commit itself woke the relay.
     await seen.wait_for(1, timeout=10)
     assert seen.ids == [envelope.id]
-    await engine.dispose()
 
 
-async def test_rows_committed_elsewhere_are_found_by_polling(database: Database, make_bus: Make):
+async def test_rows_committed_elsewhere_are_found_by_polling(
+    database: Database, make_bus: Make, engines: Engines
+):
     bus = make_bus(database, outbox_poll_interval=0.2)
     seen = Recorder()
     bus.subscribe("job", seen)
@@ -151,20 +154,21 @@ async def test_rows_committed_elsewhere_are_found_by_polling(database: Database,
     await asyncio.sleep(0.1)
     # Another bus writes (another process would too): no commit of this process rings.
     writer = make_bus(database)
-    engine = create_async_engine(database.async_url)
+    engine = engines(database.async_url)
     async with AsyncSession(engine) as session, session.begin():
         envelope = await writer.outbox(session).emit("job", 1)
     await seen.wait_for(1, timeout=10)
     assert seen.ids == [envelope.id]
-    await engine.dispose()
 
 
-async def test_outbox_keep_marks_dispatched_rows(database: Database, make_bus: Make):
+async def test_outbox_keep_marks_dispatched_rows(
+    database: Database, make_bus: Make, engines: Engines
+):
     bus = make_bus(database, outbox_keep=True)
     seen = Recorder()
     bus.subscribe("order.placed", seen)
     await bus.start()
-    engine = create_async_engine(database.async_url)
+    engine = engines(database.async_url)
     before = datetime.now(UTC)
     async with AsyncSession(engine) as session, session.begin():
         first = await bus.outbox(session).emit("order.placed", 1)
@@ -183,7 +187,6 @@ async def test_outbox_keep_marks_dispatched_rows(database: Database, make_bus: M
     assert row["name"] == "order.placed"
     await asyncio.sleep(0.3)
     assert sorted(seen.ids) == sorted([first.id, second.id])  # never dispatched again
-    await engine.dispose()
 
 
 async def _all_dispatched(db: Database, count: int) -> list[dict[str, object]] | None:
@@ -194,13 +197,13 @@ async def _all_dispatched(db: Database, count: int) -> list[dict[str, object]] |
 
 
 async def test_garbage_row_is_moved_aside_and_rows_behind_it_dispatched(
-    database: Database, make_bus: Make
+    database: Database, make_bus: Make, engines: Engines
 ):
     bus = make_bus(database)
     seen = Recorder()
     bus.subscribe("job", seen)
     writer = make_bus(database)  # not started: its rows wait for the relay below
-    engine = create_async_engine(database.async_url)
+    engine = engines(database.async_url)
     table = outbox_table(MetaData(), database.table)
     await _create_table(database)
     async with AsyncSession(engine) as session, session.begin():
@@ -225,7 +228,6 @@ async def test_garbage_row_is_moved_aside_and_rows_behind_it_dispatched(
     assert health["outbox"]["dead"] == 2 and health["outbox"]["pending"] == 0
     await asyncio.sleep(0.3)
     assert len(seen.calls) == 3  # moved aside, never retried
-    await engine.dispose()
 
 
 async def _dead_rows(db: Database, count: int) -> list[dict[str, object]] | None:
@@ -241,18 +243,17 @@ async def _create_table(db: Database) -> None:
 
 
 async def test_unencodable_argument_raises_in_the_caller_and_writes_nothing(
-    database: Database, make_bus: Make
+    database: Database, make_bus: Make, engines: Engines
 ):
     bus = make_bus(database)
     await bus.start()
-    engine = create_async_engine(database.async_url)
+    engine = engines(database.async_url)
     async with AsyncSession(engine) as session, session.begin():
         with pytest.raises(EventSerializationError, match=r"kwargs\['lock'\]"):
             await bus.outbox(session).emit("job", 1, lock=threading.Lock())
         with pytest.raises(TypeError, match="strict"):
             await bus.outbox(session).emit("job", 1, strict=True)
     assert await outbox_rows(database) == []
-    await engine.dispose()
 
 
 class UserCreated(TypedEvent):
@@ -262,13 +263,13 @@ class UserCreated(TypedEvent):
 
 
 async def test_typed_events_are_validated_at_emit_and_arrive_as_models(
-    database: Database, make_bus: Make
+    database: Database, make_bus: Make, engines: Engines
 ):
     bus = make_bus(database)
     seen = Recorder()
     bus.subscribe(UserCreated, seen)
     await bus.start()
-    engine = create_async_engine(database.async_url)
+    engine = engines(database.async_url)
     async with AsyncSession(engine) as session, session.begin():
         with pytest.raises(ValidationError):
             await bus.outbox(session).emit("typed.user.created", {"id": "not a number"})
@@ -279,11 +280,10 @@ async def test_typed_events_are_validated_at_emit_and_arrive_as_models(
     assert by_id[first.id] == (UserCreated(id=1, name="Jane"),)
     assert by_id[second.id] == (UserCreated(id=2, name="Li"),)
     assert len(seen.calls) == 2
-    await engine.dispose()
 
 
 async def test_handler_failures_become_dead_letters_and_the_row_is_done(
-    database: Database, make_bus: Make
+    database: Database, make_bus: Make, engines: Engines
 ):
     bus = make_bus(database)
 
@@ -292,13 +292,12 @@ async def test_handler_failures_become_dead_letters_and_the_row_is_done(
 
     bus.subscribe("job", broken)
     await bus.start()
-    engine = create_async_engine(database.async_url)
+    engine = engines(database.async_url)
     async with AsyncSession(engine) as session, session.begin():
         envelope = await bus.outbox(session).emit("job", 7)
     letters = await eventually(bus.dead_letters, what="a dead letter")
     assert [(letter.event.id, letter.message) for letter in letters] == [(envelope.id, "broken 7")]
     await eventually(lambda: _no_rows(database), what="the row deleted")
-    await engine.dispose()
 
 
 async def _no_rows(db: Database) -> bool:
@@ -306,14 +305,14 @@ async def _no_rows(db: Database) -> bool:
 
 
 async def test_savepoint_rollback_keeps_the_outer_transactions_events(
-    database: Database, make_bus: Make
+    database: Database, make_bus: Make, engines: Engines
 ):
     bus = make_bus(database, outbox_poll_interval=60.0)
     seen = Recorder()
     bus.subscribe("job", seen)
     await bus.start()
     await asyncio.sleep(0.2)
-    engine = create_async_engine(database.async_url)
+    engine = engines(database.async_url)
     async with AsyncSession(engine) as session, session.begin():
         outer = await bus.outbox(session).emit("job", "outer")
         nested = await session.begin_nested()
@@ -323,19 +322,17 @@ async def test_savepoint_rollback_keeps_the_outer_transactions_events(
     await seen.wait_for(1, timeout=10)
     await asyncio.sleep(0.3)
     assert seen.calls == [(outer.id, ("outer",))]
-    await engine.dispose()
 
 
-async def test_disabled_bus_writes_nothing(database: Database, make_bus: Make):
+async def test_disabled_bus_writes_nothing(database: Database, make_bus: Make, engines: Engines):
     bus = make_bus(database, disabled=True)
     await bus.start()
-    engine = create_async_engine(database.async_url)
+    engine = engines(database.async_url)
     await _create_table(database)
     async with AsyncSession(engine) as session, session.begin():
         envelope = await bus.outbox(session).emit("job", 1)
     assert envelope.name == "job"
     assert await outbox_rows(database) == []
-    await engine.dispose()
 
 
 def test_outbox_off_says_how_to_enable_it():
@@ -347,13 +344,12 @@ def test_outbox_off_says_how_to_enable_it():
     assert "[outbox]" in message
 
 
-async def test_outbox_takes_sessions_only(database: Database, make_bus: Make):
+async def test_outbox_takes_sessions_only(database: Database, make_bus: Make, engines: Engines):
     bus = make_bus(database)
-    engine = create_async_engine(database.async_url)
+    engine = engines(database.async_url)
     async with engine.connect() as conn:
         with pytest.raises(TypeError, match="Session or AsyncSession"):
             bus.outbox(conn)
-    await engine.dispose()
 
 
 async def test_missing_table_without_create_is_a_clear_startup_error(
@@ -364,7 +360,9 @@ async def test_missing_table_without_create_is_a_clear_startup_error(
         await bus.start()
 
 
-async def test_alembic_style_table_from_the_apps_metadata(database: Database, make_bus: Make):
+async def test_alembic_style_table_from_the_apps_metadata(
+    database: Database, make_bus: Make, engines: Engines
+):
     # What a migration made from outbox_table(metadata) creates; the relay only uses it.
     metadata = MetaData()
     table = outbox_table(metadata, database.table)
@@ -373,7 +371,7 @@ async def test_alembic_style_table_from_the_apps_metadata(database: Database, ma
         f"ix_{database.table}_undispatched",
         f"ix_{database.table}_dead",
     }
-    engine = create_async_engine(database.async_url)
+    engine = engines(database.async_url)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
     bus = make_bus(database, outbox_create_table=False)
@@ -383,16 +381,15 @@ async def test_alembic_style_table_from_the_apps_metadata(database: Database, ma
     async with AsyncSession(engine) as session, session.begin():
         await bus.outbox(session).emit("job", 1)
     await seen.wait_for(1)
-    await engine.dispose()
 
 
 async def test_session_on_another_database_is_warned_about(
-    sqlite_database: Database, make_bus: Make, tmp_path, caplog
+    sqlite_database: Database, make_bus: Make, tmp_path, caplog, engines: Engines
 ):
     bus = make_bus(sqlite_database)
     await bus.start()
     other = tmp_path / "other.db"
-    engine = create_async_engine(f"sqlite+aiosqlite:///{other}")
+    engine = engines(f"sqlite+aiosqlite:///{other}")
     async with engine.begin() as conn:
         await conn.run_sync(outbox_table(MetaData(), sqlite_database.table).create)
     async with AsyncSession(engine) as session, session.begin():
@@ -401,15 +398,14 @@ async def test_session_on_another_database_is_warned_about(
     warnings = [r.getMessage() for r in caplog.records if "relay reads" in r.getMessage()]
     assert len(warnings) == 1  # once per engine
     assert "other.db" in warnings[0]
-    await engine.dispose()
 
 
-async def test_many_rows_in_one_transaction(database: Database, make_bus: Make):
+async def test_many_rows_in_one_transaction(database: Database, make_bus: Make, engines: Engines):
     bus = make_bus(database, outbox_batch_size=50)
     seen = Recorder()
     bus.subscribe("job", seen)
     await bus.start()
-    engine = create_async_engine(database.async_url)
+    engine = engines(database.async_url)
     users = users_table(f"users_{database.table}")
     async with engine.begin() as conn:
         await conn.run_sync(users.create)
@@ -424,4 +420,3 @@ async def test_many_rows_in_one_transaction(database: Database, make_bus: Make):
     async with engine.begin() as conn:
         assert (await conn.execute(text(f"SELECT count(*) FROM {users.name}"))).scalar() == 500
         await conn.execute(text(f"DROP TABLE {users.name}"))
-    await engine.dispose()

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from outbox_support import Database, Make, eventually
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from outbox_support import Database, Engines, Make, eventually
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from fastapi_opinionated_eventbus import ConfigurationError, EventBus
 from fastapi_opinionated_eventbus.metrics import PrometheusCollector
@@ -22,7 +22,9 @@ def _gauge(collector: PrometheusCollector, name: str) -> float | None:
     return None
 
 
-async def test_pending_rows_and_oldest_age_gauges(database: Database, make_bus: Make):
+async def test_pending_rows_and_oldest_age_gauges(
+    database: Database, make_bus: Make, engines: Engines
+):
     bus = make_bus(database, metrics="prometheus")
     collector = bus.metrics
     assert isinstance(collector, PrometheusCollector)
@@ -33,7 +35,7 @@ async def test_pending_rows_and_oldest_age_gauges(database: Database, make_bus: 
 
     bus.subscribe("job", stuck)
     await bus.start()
-    engine = create_async_engine(database.async_url)
+    engine = engines(database.async_url)
     async with AsyncSession(engine) as session, session.begin():
         for n in range(3):
             await bus.outbox(session).emit("job", n)
@@ -52,7 +54,6 @@ async def test_pending_rows_and_oldest_age_gauges(database: Database, make_bus: 
         lambda: _gauge(collector, "eventbus_outbox_pending_rows") == 0.0, what="no pending row"
     )
     assert _gauge(collector, "eventbus_outbox_oldest_age_seconds") == 0.0
-    await engine.dispose()
 
 
 def test_no_outbox_gauges_without_the_outbox():

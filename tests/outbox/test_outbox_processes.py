@@ -9,10 +9,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pytest
-from outbox_support import Base, Database, Make, Recorder, Worker, eventually, outbox_rows
+from outbox_support import Base, Database, Engines, Make, Recorder, Worker, eventually, outbox_rows
 from postgres_server import PostgresServer
 from sqlalchemy import create_engine
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from support import start_postgres, strip_ansi
 
@@ -118,14 +118,14 @@ def private_postgres() -> Iterator[tuple[PostgresServer, Database]]:
 
 
 async def test_relay_reconnects_after_a_postgresql_restart(
-    private_postgres: tuple[PostgresServer, Database], make_bus: Make, caplog
+    private_postgres: tuple[PostgresServer, Database], make_bus: Make, caplog, engines: Engines
 ):
     server, db = private_postgres
     bus = make_bus(db)
     seen = Recorder()
     bus.subscribe("job", seen)
     await bus.start()
-    engine = create_async_engine(db.async_url, pool_pre_ping=True)
+    engine = engines(db.async_url, pool_pre_ping=True)
     async with AsyncSession(engine) as session, session.begin():
         before = await bus.outbox(session).emit("job", "before")
     await seen.wait_for(1)
@@ -144,7 +144,6 @@ async def test_relay_reconnects_after_a_postgresql_restart(
     text = strip_ansi(caplog.text)
     assert db.password not in text
     assert "eventbus:***@127.0.0.1" in text  # the URL appears, masked
-    await engine.dispose()
 
 
 async def test_second_relay_on_one_sqlite_file_stands_by_then_takes_over(
