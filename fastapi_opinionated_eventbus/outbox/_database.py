@@ -28,8 +28,8 @@ def async_url(raw: str) -> URL:
         raise ConfigurationError(
             f"option 'outbox_url' is not a database URL ({mask_url(raw)!r}): {scrub(str(exc), raw)}"
         ) from None
-    backend, driver = url.get_backend_name(), url.get_driver_name()
-    if "+" not in url.drivername and backend in _ASYNC_DRIVERS:
+    backend, _, driver = url.drivername.partition("+")  # without loading the dialect
+    if not driver and backend in _ASYNC_DRIVERS:
         dialect = "postgresql" if backend == "postgres" else backend
         url = url.set(drivername=f"{dialect}+{_ASYNC_DRIVERS[backend]}")
     elif backend == "sqlite" and driver != "aiosqlite":
