@@ -390,7 +390,12 @@ class EventBus:
 
     async def publish_stored(self, envelope: EventEnvelope) -> EmitResult:
         """Hand an event built earlier (stored in the outbox) to the backend, observed like
-        an emit: locally its handlers run, with a broker it is published."""
+        an emit: locally its handlers run, with a broker it is published.
+
+        :raises EventBusClosed: after :meth:`close` (its subscriptions are gone).
+        """
+        if self._state is Lifecycle.CLOSED:
+            raise EventBusClosed(f"cannot dispatch {envelope.describe()}: the bus is closed")
         plan = self._plans.get(envelope.name) or self._registry.plan(envelope.name)
         if self._observed:
             return await self._publish_observed(envelope, plan)

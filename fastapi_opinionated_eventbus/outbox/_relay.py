@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from fastapi_opinionated.shared.logger import ns_logger
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from .._core.errors import EventBusClosed
 from .._text import loggable
 from ._database import describe_error
 from ._store import ClaimedRow, OutboxStats, OutboxStore, Settlement
@@ -49,8 +50,9 @@ DB_TIMEOUT = 10.0
 # before it is moved aside.
 MAX_ATTEMPTS = 5
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 5.0
-# Failures that are the broker's or the network's, not the row's: retried without limit.
-_TRANSIENT = (ConnectionError, TimeoutError, OSError)
+# Failures that are the broker's, the network's or the bus's (closed), not the row's:
+# retried without limit.
+_TRANSIENT = (ConnectionError, TimeoutError, OSError, EventBusClosed)
 
 
 class Relay:

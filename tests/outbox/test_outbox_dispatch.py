@@ -26,10 +26,13 @@ from sqlalchemy.orm import Session
 from fastapi_opinionated_eventbus import (
     ConfigurationError,
     EventBus,
+    EventBusClosed,
+    EventEnvelope,
     EventSerializationError,
     TypedEvent,
 )
 from fastapi_opinionated_eventbus.outbox import AsyncOutbox, Outbox, outbox_table
+from fastapi_opinionated_eventbus.outbox._relay import MAX_ATTEMPTS
 
 
 class Boom(Exception):
@@ -420,3 +423,27 @@ async def test_many_rows_in_one_transaction(database: Database, make_bus: Make, 
     async with engine.begin() as conn:
         assert (await conn.execute(text(f"SELECT count(*) FROM {users.name}"))).scalar() == 500
         await conn.execute(text(f"DROP TABLE {users.name}"))
+
+
+async def test_a_closed_bus_refuses_stored_events_and_its_relay_keeps_the_rows(
+    sqlite_database: Database, make_bus: Make, engines: Engines
+):
+    bus = make_bus(sqlite_database)
+    bus.subscribe("job", Recorder())
+    await bus.start()
+    bus.close()  # without shutdown: its subscriptions are gone, its relay still runs
+    with pytest.raises(EventBusClosed, match="closed"):
+        await bus.publish_stored(EventEnvelope("job", (1,), {}))
+    writer = make_bus(sqlite_database)
+    engine = engines(sqlite_database.async_url)
+    async with AsyncSession(engine) as session, session.begin():
+        envelope = await writer.outbox(session).emit("job", 1)
+
+    async def retried() -> list[dict[str, object]] | None:
+        rows = await outbox_rows(sqlite_database)
+        return rows if rows and int(rows[0]["attempts"]) >= MAX_ATTEMPTS + 1 else None
+
+    # Not the row's fault: tried again and again, never moved aside, never lost.
+    [row] = await eventually(retried, timeout=30, what="the relay trying past MAX_ATTEMPTS")
+    assert row["event_id"] == envelope.id and row["dead_at"] is None
+    assert "EventBusClosed" in str(row["error"])
