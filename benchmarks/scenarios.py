@@ -46,7 +46,7 @@ class Scenario:
     title: str
     short: str  # for the chart
     unit: str
-    kind: str  # "timed" | "paired" | "memory" | "redis"
+    kind: str  # "timed" | "paired" | "memory" | "redis" | "outbox"
     entries: tuple[Entry, ...] = ()
     floor: str | None = None  # system whose figure is the floor ratio's denominator
     enabled: bool = True
@@ -161,6 +161,33 @@ SCENARIOS: list[Scenario] = [
             Entry("ours", "redis"),
         ),
         floor="redis-py",
+    ),
+    # The transactional outbox on PostgreSQL (benchmarks.outbox_scenario, measured by
+    # benchmarks.outbox_bench); one run gives the rows of 9, 10 and 11.
+    Scenario(
+        "9",
+        "outbox(session).emit in a transaction vs a plain INSERT of the same row (PostgreSQL)",
+        "outbox emit",
+        "µs/op",
+        "outbox",
+        (Entry("plain-insert", "outbox"), Entry("ours", "outbox")),
+        floor="plain-insert",
+    ),
+    Scenario(
+        "10",
+        "outbox: commit to handler, same process (PostgreSQL)",
+        "outbox latency",
+        "µs",
+        "outbox",
+        (Entry("ours", "outbox"),),
+    ),
+    Scenario(
+        "11",
+        "outbox: relay throughput, two relay processes (PostgreSQL)",
+        "outbox relays",
+        "µs/event",
+        "outbox",
+        (Entry("ours", "outbox"),),
     ),
 ]
 
@@ -284,7 +311,7 @@ def select(ids: list[str] | None, systems: list[str] | None) -> list[Scenario]:
         return chosen
     out = []
     for s in chosen:
-        if s.kind in ("redis", "user-call"):  # one run measures all its rows together
+        if s.kind in ("redis", "user-call", "outbox"):  # one run measures all its rows
             entries = s.entries if "ours" in systems else ()
         else:
             entries = tuple(e for e in s.entries if e.system in systems)
@@ -313,6 +340,14 @@ def run_user_call(scenario: Scenario, settings: Settings) -> list[Result]:
     return [Result(scenario.id, **row) for row in user_call.measure(systems, settings)]
 
 
+def run_outbox(scenarios: list[Scenario], settings: Settings) -> list[Result]:
+    """Scenarios 9-11: one outbox_bench run gives every row of the selected ones."""
+    from benchmarks import outbox_scenario
+
+    ids = [s.id for s in scenarios if s.kind == "outbox" and s.enabled and s.entries]
+    return [Result(**row) for row in outbox_scenario.measure(ids, settings)] if ids else []
+
+
 def run_all(
     scenarios: list[Scenario],
     settings: Settings,
@@ -321,15 +356,19 @@ def run_all(
 ) -> list[Result]:
     """Every entry of every enabled scenario; ``redis_skip``: why scenario 8 is not run."""
     results: list[Result] = []
+    outbox_done = False
     for scenario in scenarios:
-        if not scenario.enabled:
+        if not scenario.enabled or (scenario.kind == "outbox" and outbox_done):
             continue
-        if scenario.kind in ("redis", "user-call"):
+        if scenario.kind in ("redis", "user-call", "outbox"):
             start = time.perf_counter()
-            if scenario.kind == "redis":
-                rows = run_redis(scenario, settings, redis_skip)
-            else:
+            if scenario.kind == "outbox":
+                outbox_done = True
+                rows = run_outbox(scenarios, settings)
+            elif scenario.kind == "user-call":
                 rows = run_user_call(scenario, settings)
+            else:
+                rows = run_redis(scenario, settings, redis_skip)
             results.extend(rows)
             if progress is not None:
                 for row in rows:

@@ -285,6 +285,49 @@ def memory(results: list[Result], cpus: int) -> Target:
     return t
 
 
+def _judge(t: Target, met: bool, margin: str) -> Target:
+    t.verdict, t.margin = _verdict(met), margin
+    if not met:
+        t.why = f"missed by {margin}"
+    return t
+
+
+def outbox_cost(results: list[Result], cpus: int) -> Target:
+    t = Target("outbox emit (9)", "outbox(session).emit ≤ 1.2x a plain INSERT of the same row")
+    ours, floor = _ok(results, "9", "ours"), _ok(results, "9", "plain-insert")
+    if ours is None or floor is None or not ours.median or not floor.median:
+        t.measured = _missing(results, "9", "ours")
+        return t
+    ratio = ours.median / floor.median
+    t.measured = f"{_us(ours.median)} vs {_us(floor.median)} = {ratio:.2f}x"
+    where = "under" if ratio <= 1.2 else "over"
+    return _judge(t, ratio <= 1.2, f"{abs(1.2 - ratio):.2f}x {where} the limit")
+
+
+def outbox_latency(results: list[Result], cpus: int) -> Target:
+    t = Target("outbox latency (10)", "commit to handler p50 ≤ 5 ms")
+    ours = _ok(results, "10", "ours")
+    if ours is None:
+        t.measured = _missing(results, "10", "ours")
+        return t
+    p50, p99 = ours.extra["p50_us"], ours.extra["p99_us"]
+    t.measured = f"p50 {_us(p50)}, p99 {_us(p99)}"
+    where = "under" if p50 <= 5_000 else "over"
+    return _judge(t, p50 <= 5_000, f"{abs(5_000 - p50):,.0f} µs {where} 5 ms")
+
+
+def outbox_relays(results: list[Result], cpus: int) -> Target:
+    t = Target("outbox relays (11)", "two relay processes ≥ 5,000 events/s")
+    ours = _ok(results, "11", "ours")
+    if ours is None:
+        t.measured = _missing(results, "11", "ours")
+        return t
+    rate = ours.extra["events_per_s"]
+    t.measured = f"{rate:,.0f} events/s"
+    where = "above" if rate >= 5_000 else "below"
+    return _judge(t, rate >= 5_000, f"{abs(rate - 5_000):,.0f} events/s {where}")
+
+
 TARGETS: tuple[Callable[[list[Result], int], Target], ...] = (
     one_handler,
     app_call,
@@ -295,6 +338,9 @@ TARGETS: tuple[Callable[[list[Result], int], Target], ...] = (
     after_response,
     redis,
     memory,
+    outbox_cost,
+    outbox_latency,
+    outbox_relays,
 )
 
 

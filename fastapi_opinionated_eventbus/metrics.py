@@ -37,6 +37,10 @@ class MetricsCollector(Protocol):
     def watch(self, in_flight: Callable[[], int], redis_pending: Callable[[], int]) -> None:
         """Called once: gauges read these when scraped (no cost per event)."""
 
+    # Optional (not part of the protocol, so collectors written before it still work):
+    # ``watch_outbox(pending_rows, oldest_age_seconds)``, called once when the
+    # transactional outbox is on, with two callables read when scraped.
+
 
 class CountingCollector:
     """Plain in-memory counters, as the introspection endpoint shows them."""
@@ -72,6 +76,11 @@ class CountingCollector:
             self.counts["lost"] += 1
 
     def watch(self, in_flight: Callable[[], int], redis_pending: Callable[[], int]) -> None:
+        pass
+
+    def watch_outbox(
+        self, pending_rows: Callable[[], int], oldest_age_seconds: Callable[[], float]
+    ) -> None:
         pass
 
     def snapshot(self) -> dict[str, Any]:
@@ -116,6 +125,14 @@ class FanOutCollector:
     def watch(self, in_flight: Callable[[], int], redis_pending: Callable[[], int]) -> None:
         for collector in self.collectors:
             collector.watch(in_flight, redis_pending)
+
+    def watch_outbox(
+        self, pending_rows: Callable[[], int], oldest_age_seconds: Callable[[], float]
+    ) -> None:
+        for collector in self.collectors:
+            watch = getattr(collector, "watch_outbox", None)
+            if watch is not None:
+                watch(pending_rows, oldest_age_seconds)
 
 
 class PrometheusCollector:
@@ -188,6 +205,8 @@ class PrometheusCollector:
             namespace=ns,
             registry=reg,
         )
+        self._namespace = namespace
+        self._outbox_gauges: tuple[Any, Any] | None = None
 
     # labels() takes a lock and builds a key on every call: the labelled children are looked
     # up once and kept (cardinality is bounded by subscriptions and emitted names).
@@ -230,6 +249,34 @@ class PrometheusCollector:
     def watch(self, in_flight: Callable[[], int], redis_pending: Callable[[], int]) -> None:
         self._in_flight.set_function(in_flight)
         self._redis_pending.set_function(redis_pending)
+
+    def watch_outbox(
+        self, pending_rows: Callable[[], int], oldest_age_seconds: Callable[[], float]
+    ) -> None:
+        """Outbox gauges, registered only when the outbox is on (label-free)."""
+        if self._outbox_gauges is None:
+            self._outbox_gauges = self._make_outbox_gauges()
+        pending, oldest = self._outbox_gauges
+        pending.set_function(pending_rows)
+        oldest.set_function(oldest_age_seconds)
+
+    def _make_outbox_gauges(self) -> tuple[Any, Any]:
+        import prometheus_client as prom
+
+        ns, reg = self._namespace, self.registry
+        pending = prom.Gauge(
+            "outbox_pending_rows",
+            "Outbox rows committed and not yet dispatched (refreshed every poll interval)",
+            namespace=ns,
+            registry=reg,
+        )
+        oldest = prom.Gauge(
+            "outbox_oldest_age_seconds",
+            "How long the oldest undispatched outbox row has waited (0 when none)",
+            namespace=ns,
+            registry=reg,
+        )
+        return pending, oldest
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format and its content type, for the metrics endpoint."""

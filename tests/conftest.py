@@ -17,7 +17,16 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from support import EXAMPLE_APP, REPO_ROOT, RedisServer, no_redis, strip_ansi, write_app
+from support import (
+    EXAMPLE_APP,
+    REPO_ROOT,
+    Postgres,
+    RedisServer,
+    no_redis,
+    start_postgres,
+    strip_ansi,
+    write_app,
+)
 
 __all__ = ["EXAMPLE_APP", "REPO_ROOT", "strip_ansi", "write_app"]
 
@@ -60,3 +69,28 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+def _postgres_of(url: str) -> Postgres:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return Postgres(
+        async_url=parsed.set(drivername="postgresql+asyncpg").render_as_string(False),
+        sync_url=parsed.set(drivername="postgresql+psycopg").render_as_string(False),
+        password=parsed.password or "",
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """The session's PostgreSQL: EVENTBUS_TEST_POSTGRES_URL, else a private cluster."""
+    env_url = os.environ.get("EVENTBUS_TEST_POSTGRES_URL")
+    if env_url:
+        yield _postgres_of(env_url)
+        return
+    server = start_postgres()
+    try:
+        yield _postgres_of(server.url())
+    finally:
+        server.cleanup()

@@ -13,11 +13,13 @@ import socket
 import subprocess
 import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from fastapi import FastAPI
+from postgres_server import PostgresServer, installed
 
 from fastapi_opinionated_eventbus.plugin import PLUGIN_PATH
 
@@ -113,3 +115,38 @@ def no_redis(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+@dataclass(frozen=True)
+class Postgres:
+    """One PostgreSQL database, as URLs for the async and the sync driver."""
+
+    async_url: str
+    sync_url: str
+    password: str
+
+
+def no_postgres(reason: str) -> None:
+    """Skip a test that needs PostgreSQL, loudly; on CI (``CI`` set) fail instead."""
+    message = (
+        f"POSTGRESQL TESTS NOT RUN: {reason}. Install PostgreSQL (apt-get install -y "
+        "postgresql) or set EVENTBUS_TEST_POSTGRES_URL=postgresql://user:pw@host:port/db."
+    )
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def start_postgres() -> PostgresServer:
+    """A started private cluster, or a loud skip (a failure on CI) saying why not."""
+    if not installed():
+        no_postgres(
+            "no PostgreSQL under /usr/lib/postgresql and EVENTBUS_TEST_POSTGRES_URL is not set"
+        )
+    server = PostgresServer()
+    try:
+        server.start()
+    except Exception as exc:
+        server.cleanup()
+        no_postgres(f"a private PostgreSQL cluster did not start: {exc}")
+    return server

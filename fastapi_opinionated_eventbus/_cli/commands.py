@@ -44,6 +44,7 @@ from .discovery import (
     require_app_root,
     with_bus,
 )
+from .outbox import outbox_app
 from .scan import Finding, diagnose
 
 __all__ = ["app", "main"]
@@ -62,6 +63,7 @@ dead_letters_app = typer.Typer(
     help="The Redis backend's dead-letter stream.", no_args_is_help=True, rich_markup_mode=None
 )
 app.add_typer(dead_letters_app, name="dead-letters")
+app.add_typer(outbox_app, name="outbox")
 
 _LOCAL_DEAD_LETTERS = (
     "dead letters of the local backend live in the app process's memory: read them there "

@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import copy_context
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from fastapi_opinionated.shared.logger import ns_logger
 from pydantic import BaseModel
@@ -24,7 +24,7 @@ from .background import BackgroundQueue
 from .correlation import request_correlation_id
 from .dispatch import Dispatcher
 from .envelope import EventEnvelope, current_var, new_envelope
-from .errors import ChainDepthExceeded, EventBusClosed, EventBusOverloaded
+from .errors import ChainDepthExceeded, ConfigurationError, EventBusClosed, EventBusOverloaded
 from .lifecycle import Lifecycle
 from .port import BusPort
 from .registry import Plan, Registry, Subscription, build_subscription, check_event_name
@@ -34,8 +34,13 @@ from .settings import BusSettings, load_settings
 from .typed import event_name_of, validate_payload
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Session
+
     from .._observability.tracing import EventTracer
     from ..backends.base import Backend
+    from ..outbox import AsyncOutbox, Outbox
+    from ..outbox._service import OutboxService
     from .dead_letters import DeadLetter
 
 __all__ = ["EventBus"]
@@ -102,6 +107,7 @@ class EventBus:
             self._metrics.watch(lambda: self.pending, lambda: backend.pending_entries)
         self._observed = False
         self._update_observed()
+        self._outbox = self._open_outbox() if s.outbox_url is not None else None
 
     # ================================================================ subscriptions
     def subscribe(
@@ -395,6 +401,59 @@ class EventBus:
             self._disabled_logged = True
             logger.warning("Event dispatch is disabled (EVENTBUS_DISABLED): emits are no-ops.")
 
+    # ================================================================ outbox
+    @overload
+    def outbox(self, session: AsyncSession) -> AsyncOutbox: ...
+    @overload
+    def outbox(self, session: Session) -> Outbox: ...
+    def outbox(self, session: Any) -> Outbox | AsyncOutbox:
+        """The transactional outbox bound to ``session`` (a SQLAlchemy ``AsyncSession``, or a
+        ``Session``): its ``emit`` writes the event in the session's transaction, and the
+        event is dispatched after the commit, never if it rolls back.
+
+        :raises ConfigurationError: the outbox is off (no ``outbox_url``).
+        """
+        if self._outbox is None:
+            raise ConfigurationError(
+                "the transactional outbox is off: set the outbox_url option (or "
+                "EVENTBUS_OUTBOX_URL) to the database your sessions write to, e.g. "
+                "'postgresql+asyncpg://user:password@host/db' or "
+                "'sqlite+aiosqlite:///./app.db', and install the extra: "
+                "pip install 'fastapi-opinionated-eventbus[outbox]'"
+            )
+        return self._outbox.bind(session)
+
+    def _open_outbox(self) -> OutboxService:
+        try:
+            from ..outbox._service import OutboxService
+        except ImportError as exc:
+            raise ConfigurationError(
+                "option 'outbox_url' needs the outbox extra: pip install "
+                f"'fastapi-opinionated-eventbus[outbox]' ({exc})"
+            ) from exc
+        return OutboxService(
+            self.settings,
+            prepare=self._prepare,
+            dispatch=self.publish_stored,
+            schema_for=self._registry.schema_for,
+            subscriptions=self._registry.subscriptions,
+            trace_carrier=self._tracer.carrier if self._tracer is not None else None,
+            metrics=self._metrics,
+        )
+
+    async def publish_stored(self, envelope: EventEnvelope) -> EmitResult:
+        """Hand an event built earlier (stored in the outbox) to the backend, observed like
+        an emit: locally its handlers run, with a broker it is published.
+
+        :raises EventBusClosed: after :meth:`close` (its subscriptions are gone).
+        """
+        if self._state is Lifecycle.CLOSED:
+            raise EventBusClosed(f"cannot dispatch {envelope.describe()}: the bus is closed")
+        plan = self._plans.get(envelope.name) or self._registry.plan(envelope.name)
+        if self._observed:
+            return await self._emit_observed(envelope, plan, False)
+        return await self._publish(envelope, plan)
+
     # ================================================================ background
     @property
     def backend(self) -> Backend:
@@ -431,6 +490,12 @@ class EventBus:
         app startup)."""
         self._background.bind(asyncio.get_running_loop())
         await self._backend.start()
+        if self._outbox is not None and not self.settings.disabled:
+            try:
+                await self._outbox.start()
+            except BaseException:
+                await self._backend.stop(self.settings.shutdown_timeout)
+                raise
 
     async def shutdown(self, timeout: float | None = None) -> int:
         """Refuse new background events (except those handlers still running emit), let
@@ -445,6 +510,9 @@ class EventBus:
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        if self._outbox is not None:
+            # First: the relay's batches in flight still dispatch into the backend.
+            await self._outbox.stop(timeout)
         # Take no new received events, then let the handlers running now finish: they may
         # still emit, and their events are drained below.
         await self._backend.pause()
@@ -518,6 +586,8 @@ class EventBus:
             "abandoned_threads": self.abandoned_threads,
         }
         report.update(await self._backend.health())
+        if self._outbox is not None:
+            report["outbox"] = await self._outbox.health()
         return report
 
     # ================================================================ observation

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
@@ -67,7 +68,26 @@ class BusSettings(BaseSettings):
     publish_timeout: float = Field(5.0, gt=0)
     """Seconds ``emit`` waits for Redis to store an event before BackendUnavailable."""
     connect_timeout: float = Field(10.0, gt=0)
-    """Seconds startup keeps retrying an unreachable Redis before failing."""
+    """Seconds startup keeps retrying an unreachable Redis (or outbox database) before
+    failing."""
+
+    # ---------------------------------------------------------------- transactional outbox
+    outbox_url: str | None = None
+    """The outbox relay's own database URL (SQLAlchemy, async driver), e.g.
+    ``postgresql+asyncpg://user:pw@host/db`` or ``sqlite+aiosqlite:///./app.db``; None: the
+    outbox is off. Needs the ``[outbox]`` extra; its password never appears in logs."""
+    outbox_table: str = "eventbus_outbox"
+    """The outbox table's name."""
+    outbox_poll_interval: float = Field(1.0, gt=0)
+    """Seconds between the relay's polls for rows committed by other processes (or left by
+    a crash); commits in this process wake it at once."""
+    outbox_batch_size: int = Field(100, gt=0, le=10_000)
+    """Rows the relay claims and dispatches at a time."""
+    outbox_keep: bool = False
+    """Keep dispatched rows (marked with ``dispatched_at``) for audit instead of deleting
+    them."""
+    outbox_create_table: bool = True
+    """Create the outbox table (and its indexes) at startup when it is missing."""
 
     # ---------------------------------------------------------------- observability
     metrics: Any = None
@@ -103,6 +123,31 @@ class BusSettings(BaseSettings):
             )
         return url
 
+    @field_validator("outbox_url")
+    @classmethod
+    def _outbox_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if "://" not in url:
+            raise ValueError(
+                "must be a SQLAlchemy database URL such as postgresql+asyncpg://user:pw@host/db "
+                "or sqlite+aiosqlite:///./app.db"
+            )
+        return url
+
+    @field_validator("outbox_table")
+    @classmethod
+    def _outbox_table(cls, name: str) -> str:
+        if not _TABLE_NAME.fullmatch(name):
+            raise ValueError(
+                "must be a plain table name: a letter or underscore, then letters, digits "
+                "or underscores (at most 40 characters, so that its index names fit)"
+            )
+        return name
+
+
+# Index names add up to 16 characters; PostgreSQL allows 63. Such a name never needs quoting.
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 
 OPTION_NAMES = tuple(BusSettings.model_fields)
 
@@ -125,7 +170,7 @@ def load_settings(**options: Any) -> BusSettings:
                 "option" if option in options else f"environment variable EVENTBUS_{option.upper()}"
             )
             given = error.get("input")
-            if option == "redis_url" and isinstance(given, str):
+            if option.endswith("_url") and isinstance(given, str):
                 given = mask_url(given)  # never echo a password
             problems.append(f"{source} {option!r}: {error['msg']} (got {given!r})")
         raise ConfigurationError(
