@@ -31,9 +31,11 @@ from .._core.settings import BusSettings
 from .._secrets import scrub
 from .discovery import (
     ENABLE_COMMAND,
+    THIS_PROCESS_KEYS,
     CliError,
     HandlerInfo,
     Target,
+    close_bus,
     configure_core_logs,
     discover_handlers,
     enabled_plugins,
@@ -42,6 +44,7 @@ from .discovery import (
     open_bus,
     plugin_enabled,
     require_app_root,
+    warn,
     with_bus,
 )
 from .scan import Finding, diagnose
@@ -59,18 +62,27 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 dead_letters_app = typer.Typer(
-    help="The Redis backend's dead-letter stream.", no_args_is_help=True, rich_markup_mode=None
+    help="The dead letters a broker backend (redis) stores.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(dead_letters_app, name="dead-letters")
 
-_LOCAL_DEAD_LETTERS = (
-    "dead letters of the local backend live in the app process's memory: read them there "
-    "with `await eventbus_api().dead_letters()` or the introspection endpoint "
-    "(introspection_path option)"
+# For a backend that runs handlers in the app's own process (local): what these commands
+# would read lives in that process's memory, out of this one's reach.
+_IN_PROCESS_DEAD_LETTERS = (
+    "the {backend} backend keeps dead letters in the memory of the app's process, out of "
+    "this command's reach: read them in the app with `await eventbus_api().dead_letters()` "
+    "(replay with `replay_dead_letters()`, delete with `purge_dead_letters()`); the "
+    "introspection endpoint shows only their count. A broker backend "
+    "(EVENTBUS_BACKEND=redis) keeps them where this command can read them"
 )
-_LOCAL_STATS = (
-    "stats need the Redis backend (EVENTBUS_BACKEND=redis); the local backend keeps its "
-    "counters in the app process: use `await eventbus_api().health()` there"
+_IN_PROCESS_STATS = (
+    "the {backend} backend keeps its counters in the memory of the app's process, out of "
+    "this command's reach: read them in the app with `await eventbus_api().health()` or on "
+    "the introspection endpoint (introspection_path option); `handlers` lists the "
+    "subscriptions. With a broker backend (EVENTBUS_BACKEND=redis) this command reads the "
+    "broker"
 )
 
 
@@ -121,10 +133,6 @@ def _console() -> Console:
     return Console(color_system=None if _no_color() else "auto", highlight=False)
 
 
-def _warn(message: str) -> None:
-    sys.stderr.write(f"warning: {message}\n")
-
-
 def _print_json(data: object) -> None:
     # Plain print: rich would wrap long lines and break the JSON.
     print(json.dumps(data, indent=2, default=str))
@@ -153,7 +161,7 @@ def handlers(
     """List every @OnInternalEvent handler the app declares under app/domains."""
     root = _enter_app(ctx)
     if not plugin_enabled(enabled_plugins(root)):
-        _warn(f"the EventBus plugin is not enabled, these handlers never run: `{ENABLE_COMMAND}`")
+        warn(f"the EventBus plugin is not enabled, these handlers never run: `{ENABLE_COMMAND}`")
     infos = sorted(discover_handlers(root), key=lambda h: (h.is_pattern, h.event, -h.priority))
     if as_json:
         _print_json([info.to_json() for info in infos])
@@ -335,8 +343,8 @@ def parse_payload(text: str | None) -> tuple[Any, ...]:
     return tuple(value) if isinstance(value, list) else (value,)
 
 
-def _target(ctx: typer.Context, *, remote_only: str | None = None) -> Target:
-    return load_target(_enter_app(ctx), remote_only=remote_only)
+def _target(ctx: typer.Context) -> Target:
+    return load_target(_enter_app(ctx))
 
 
 async def _emit(target: Target, event: str, args: tuple[Any, ...]) -> EmitResult:
@@ -346,14 +354,14 @@ async def _emit(target: Target, event: str, args: tuple[Any, ...]) -> EmitResult
     except (EventBusError, ValueError, TypeError, ConnectionError, TimeoutError) as exc:
         raise CliError(f"cannot emit {event!r}: {one_line(exc, target.settings)}") from None
     finally:
-        await bus.aclose()
+        await close_bus(bus)
 
 
 def _describe_emit(event: str, result: EmitResult, settings: BusSettings) -> list[Text]:
     if settings.disabled:
         return [Text(f"{event}: event dispatch is disabled (EVENTBUS_DISABLED); nothing ran")]
     if result.published:
-        return [Text(f"{event}: published to Redis as event {result.event_id}")]
+        return [Text(f"{event}: published to {settings.backend} as event {result.event_id}")]
     if not result.handled:
         return [Text(f"{event}: no handler subscribes to it; nothing ran")]
     summary = Text(
@@ -380,8 +388,15 @@ def dead_letters_list(
     as_json: JsonFlag = False,
 ) -> None:
     """List the dead letters (handler failures after their last attempt), oldest first."""
-    target = _target(ctx, remote_only=_LOCAL_DEAD_LETTERS)
-    letters = _run(with_bus(target, "dead-letters list", lambda bus: bus.dead_letters()))
+    target = _target(ctx)
+    letters = _run(
+        with_bus(
+            target,
+            "dead-letters list",
+            lambda bus: bus.dead_letters(),
+            in_process=_IN_PROCESS_DEAD_LETTERS,
+        )
+    )
     if as_json:
         _print_json([_letter_json(letter) for letter in letters])
         return
@@ -427,9 +442,16 @@ def _letters_table(letters: list[DeadLetter]) -> Table:
 @dead_letters_app.command("replay")
 def dead_letters_replay(ctx: typer.Context) -> None:
     """Run each dead letter's handler again; the ones failing again stay dead letters."""
-    target = _target(ctx, remote_only=_LOCAL_DEAD_LETTERS)
+    target = _target(ctx)
     discover_handlers(target.root)  # replayed handlers run in this process
-    result = _run(with_bus(target, "dead-letters replay", lambda bus: bus.replay_dead_letters()))
+    result = _run(
+        with_bus(
+            target,
+            "dead-letters replay",
+            lambda bus: bus.replay_dead_letters(),
+            in_process=_IN_PROCESS_DEAD_LETTERS,
+        )
+    )
     console = _console()
     console.print(f"Replayed {result.handled} dead letter(s): {len(result.failures)} failed again")
     for failure in result.failures:
@@ -445,12 +467,14 @@ def dead_letters_purge(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete every dead letter."""
-    target = _target(ctx, remote_only=_LOCAL_DEAD_LETTERS)
+    target = _target(ctx)
     if not yes:
         if not sys.stdin.isatty():
             raise CliError("refusing to purge dead letters without --yes (no terminal to ask)")
         typer.confirm("Delete every dead letter?", abort=True)
-    purged = _run(with_bus(target, "dead-letters purge", _purge))
+    purged = _run(
+        with_bus(target, "dead-letters purge", _purge, in_process=_IN_PROCESS_DEAD_LETTERS)
+    )
     _console().print(f"Purged {purged} dead letter(s)")
 
 
@@ -464,10 +488,11 @@ def stats(
     ctx: typer.Context,
     as_json: JsonFlag = False,
 ) -> None:
-    """Redis backend: stream length, consumer-group lag, pending entries per consumer and
-    dead-letter count."""
-    target = _target(ctx, remote_only=_LOCAL_STATS)
-    report = _run(with_bus(target, "stats", _stats))
+    """What a broker backend reports about the app as a whole (for redis: stream length,
+    consumer-group lag, pending entries per consumer, dead letters). Exit code 2 for the
+    local backend, whose counters live in the app's process."""
+    target = _target(ctx)
+    report = _run(with_bus(target, "stats", _stats, in_process=_IN_PROCESS_STATS))
     if as_json:
         _print_json(report)
         return
@@ -480,25 +505,14 @@ def stats(
     _console().print(table)
 
 
-# The app-wide part of the backend's health report; the rest (in-flight counts, consumer
-# name) describes this CLI process's own bus, which would only mislead here.
-_STATS_KEYS = (
-    "redis_url",
-    "reachable",
-    "error",
-    "stream",
-    "stream_length",
-    "group",
-    "lag",
-    "pending",
-    "pending_by_consumer",
-    "dead_letters",
-)
-
-
 async def _stats(bus: EventBus) -> dict[str, Any]:
+    """The backend's health report, whatever its keys, minus those describing this
+    process (it only connected: it consumes nothing)."""
     health: Mapping[str, Any] = await bus.backend.health()
-    return {key: health[key] for key in _STATS_KEYS if key in health}
+    if not health.get("reachable", False):
+        reason = health.get("error") or "no reason given"
+        raise CliError(f"the {bus.backend.name} backend did not answer: {reason}")
+    return {key: value for key, value in health.items() if key not in THIS_PROCESS_KEYS}
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

@@ -8,7 +8,6 @@ under ``app/domains`` is imported, which runs the ``@OnInternalEvent`` declarati
 from __future__ import annotations
 
 import ast
-import asyncio
 import dataclasses
 import functools
 import inspect
@@ -17,8 +16,10 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +29,27 @@ from .._core.declarations import HANDLERS, PLUGIN_NAME
 from .._core.errors import ConfigurationError
 from .._core.retry import RetryPolicy
 from .._core.settings import BusSettings, load_settings
-from .._secrets import mask_url, scrub
+from .._secrets import scrub
 from ..plugin import PLUGIN_PATH
 
 __all__ = [
     "ENABLED_FILE",
     "ENABLE_COMMAND",
+    "THIS_PROCESS_KEYS",
     "CliError",
     "HandlerInfo",
     "Target",
+    "close_bus",
     "discover_handlers",
     "enabled_plugins",
+    "installed_version",
     "load_target",
     "one_line",
     "open_bus",
-    "ping_redis",
-    "redis_app_name",
     "require_app_root",
     "settings_from_env",
+    "target_of",
+    "warn",
     "with_bus",
 ]
 
@@ -111,53 +115,6 @@ def settings_from_env() -> BusSettings:
         return load_settings()
     except ConfigurationError as exc:
         raise CliError(str(exc)) from None
-
-
-async def ping_redis(url: str, timeout: float = 2.0) -> str | None:
-    """None when Redis answers PING within ``timeout`` seconds, else why not (masked)."""
-    try:
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-    except ImportError:
-        return "redis-py is not installed: install fastapi-opinionated-eventbus[redis]"
-    try:
-        # No retries: a refused connection is the answer, not something to wait out.
-        client = aioredis.from_url(
-            url,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
-    except ValueError as exc:
-        return f"invalid Redis URL {mask_url(url)}: {scrub(str(exc), url)}"
-    try:
-        async with asyncio.timeout(timeout):
-            await client.ping()
-    except Exception as exc:
-        reason = scrub(str(exc) or type(exc).__name__, url)
-        return f"Redis at {mask_url(url)} is unreachable: {type(exc).__name__}: {reason}"
-    finally:
-        await client.aclose()
-    return None
-
-
-def redis_app_name(root: Path, settings: BusSettings) -> str | None:
-    """The ``app_name`` to give the bus so that its Redis keys are the app's.
-
-    The backend derives its key prefix from the app's title (``App.create(title=...)``),
-    unless ``redis_prefix`` is set. The CLI never builds the app, so it reads the title
-    from ``main.py`` statically.
-    """
-    if settings.redis_prefix:
-        return None
-    title = app_title(root)
-    if title is None:
-        raise CliError(
-            "cannot tell which Redis keys the app uses: main.py has no App.create() with a "
-            "literal title; set EVENTBUS_REDIS_PREFIX"
-        )
-    return title
 
 
 def app_title(root: Path) -> str | None:
@@ -345,36 +302,78 @@ class _Plain(logging.Formatter):
         return _ANSI.sub("", self._inner.format(record))
 
 
+# ====================================================================== versions
+DISTRIBUTION = "fastapi-opinionated-eventbus"
+CORE_DISTRIBUTION = "fastapi-opinionated-core"
+
+
+def installed_version() -> str:
+    """Which release runs, and from where: a project installed from the package index
+    under this name may be another, older one (0.1.1) that this one is not."""
+    package = Path(__file__).resolve().parents[1]
+    return (
+        f"{DISTRIBUTION} {_version_of(DISTRIBUTION)} (from {package}), "
+        f"{CORE_DISTRIBUTION} {_version_of(CORE_DISTRIBUTION)}"
+    )
+
+
+def _version_of(distribution: str) -> str:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 # ====================================================================== a bus like the app's
+# A command answers quickly: a broker silent this long is reported, not waited for the way
+# the app's startup waits for it (``connect_timeout``, 10 s by default).
+CLI_CONNECT_TIMEOUT = 3.0
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """An app directory, and what it takes to build a bus like the app's."""
 
     root: Path
     settings: BusSettings
-    app_name: str | None  # the app's title: the Redis backend's default key prefix
+    app_name: str | None
+    """The app's title (backends derive their default key or topic names from it); None
+    when ``main.py`` does not give it literally."""
 
 
-def load_target(root: Path, *, remote_only: str | None = None) -> Target:
-    """The app's settings; with Redis, checked to answer. ``remote_only`` is the error
-    message for the local backend, for commands that only make sense with Redis."""
+def target_of(root: Path, settings: BusSettings) -> Target:
+    """The app at ``root`` with ``settings``, connecting with the CLI's short timeout."""
+    quick = settings.model_copy(
+        update={"connect_timeout": min(settings.connect_timeout, CLI_CONNECT_TIMEOUT)}
+    )
+    return Target(root, quick, app_title(root))
+
+
+def load_target(root: Path) -> Target:
+    """The app's target for a command that needs the plugin enabled."""
     require_plugin_enabled(root)
-    settings = settings_from_env()
-    if settings.backend != "redis":
-        if remote_only is not None:
-            raise CliError(remote_only)
-        return Target(root, settings, None)
-    problem = asyncio.run(ping_redis(settings.redis_url))
-    if problem is not None:
-        raise CliError(problem)
-    return Target(root, settings, redis_app_name(root, settings))
+    return target_of(root, settings_from_env())
 
 
-async def open_bus(target: Target) -> EventBus:
-    """A bus like the plugin's, subscribed to every discovered handler.
+# Health keys about the reporting process itself, not the app: a CLI process that only
+# connected would report its own (an empty in-flight count, its own consumer name).
+THIS_PROCESS_KEYS = frozenset({"consumer", "in_flight"})
 
-    The backend is connected, not started: this process only publishes or inspects, it
-    must not join the consumer group and take the app's events.
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")
+
+
+async def open_bus(
+    target: Target,
+    *,
+    in_process: str | None = None,
+    on_warning: Callable[[str], None] = warn,
+) -> EventBus:
+    """A bus like the plugin's, subscribed to every discovered handler, its backend
+    connected but not started: this process publishes and inspects, and must not take the
+    app's events. ``in_process`` is the error for a backend that runs handlers in the
+    app's own process (``local``), for commands that make no sense there.
     """
     from fastapi_opinionated.app import App
 
@@ -383,21 +382,52 @@ async def open_bus(target: Target) -> EventBus:
         bus = EventBus(settings=settings, app_name=target.app_name)
     except (ImportError, ConfigurationError) as exc:
         raise CliError(f"cannot use the {settings.backend} backend: {exc}") from None
+    backend = bus.backend
+    if in_process is not None and not backend.distributed:
+        bus.close()
+        raise CliError(in_process.format(backend=backend.name))
     # Handlers that emit follow-up events reach the bus through eventbus_api().
     App.plugin.eventbus = bus
     declarations.attach(bus)
     try:
-        # Publish and inspect only: this process must not consume the app's events.
-        await bus.connect()
+        with _retries_unlogged():
+            await bus.connect()
     except Exception as exc:
-        await bus.aclose()
-        raise CliError(f"cannot connect the bus: {one_line(exc, settings)}") from None
+        await close_bus(bus)
+        raise CliError(
+            f"cannot connect to the {backend.name} backend: {one_line(exc, settings)}"
+        ) from None
+    if target.app_name is None and backend.distributed:
+        on_warning(
+            f"main.py has no App.create() with a literal title: the {backend.name} backend "
+            "uses its default names here, not the ones derived from the app's title; if the "
+            "app's differ, set them in the environment (e.g. EVENTBUS_REDIS_PREFIX)"
+        )
     return bus
 
 
-async def with_bus[T](target: Target, what: str, action: Callable[[EventBus], Awaitable[T]]) -> T:
+@contextmanager
+def _retries_unlogged() -> Iterator[None]:
+    """Without ``-v``, hide the backend's "not reachable yet, retrying" warnings: the error
+    that ends a failed connect says it all, on the one line a usage error gets."""
+    root_logger = logging.getLogger()
+    level = root_logger.level
+    if level == logging.WARNING:
+        root_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root_logger.setLevel(level)
+
+
+async def with_bus[T](
+    target: Target,
+    what: str,
+    action: Callable[[EventBus], Awaitable[T]],
+    **open_options: Any,
+) -> T:
     """``action(bus)`` on a freshly opened bus, closed afterwards; failures become one line."""
-    bus = await open_bus(target)
+    bus = await open_bus(target, **open_options)
     try:
         return await action(bus)
     except CliError:
@@ -405,7 +435,16 @@ async def with_bus[T](target: Target, what: str, action: Callable[[EventBus], Aw
     except Exception as exc:
         raise CliError(f"{what} failed: {one_line(exc, target.settings)}") from None
     finally:
+        await close_bus(bus)
+
+
+async def close_bus(bus: EventBus) -> None:
+    """Close a bus from :func:`open_bus`; handlers declared later (a module imported
+    afterwards) are no longer routed to it."""
+    try:
         await bus.aclose()
+    finally:
+        declarations.detach(bus)
 
 
 def one_line(exc: BaseException, settings: BusSettings) -> str:

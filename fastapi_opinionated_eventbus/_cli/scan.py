@@ -21,23 +21,25 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from .._core.bus import EventBus
 from .._core.settings import BusSettings
-from .._secrets import mask_url
-from ..backends.redis.keys import default_prefix
 from ..plugin import PLUGIN_PATH
 from .discovery import (
     ENABLE_COMMAND,
     ENABLED_FILE,
+    THIS_PROCESS_KEYS,
     CliError,
     HandlerInfo,
     discover_handlers,
     enabled_plugins,
-    ping_redis,
+    installed_version,
     plugin_enabled,
-    redis_app_name,
     reexport_paths,
     settings_from_env,
+    target_of,
+    with_bus,
 )
 
 __all__ = [
@@ -302,13 +304,14 @@ def _undiscovered(site: Site) -> Finding:
 # ====================================================================== doctor's checks
 def diagnose(root: Path, exclude: Iterable[str] = ()) -> list[Finding]:
     """Every check of ``doctor``, in the order it reports them."""
-    findings = _check_plugin(root)
+    findings = [Finding("ok", installed_version())]
+    findings += _check_plugin(root)
     settings, found = _check_settings()
     findings += found
+    if settings is not None:
+        findings += _check_backend(root, settings)
     infos, found = _check_handlers(root)
     findings += found
-    if settings is not None and settings.backend == "redis":
-        findings += _check_redis(root, settings)
     if infos is not None:
         typed = {h.schema_class: h.event for h in infos if h.schema_class}
         findings += cross_check(infos, scan_app(root, typed, exclude))
@@ -334,10 +337,9 @@ def _check_plugin(root: Path) -> list[Finding]:
 
 def _check_settings() -> tuple[BusSettings | None, list[Finding]]:
     try:
-        settings = settings_from_env()
+        return settings_from_env(), []
     except CliError as exc:
         return None, [Finding("error", str(exc))]
-    return settings, [Finding("ok", f"backend: {settings.backend}")]
 
 
 def _check_handlers(root: Path) -> tuple[list[HandlerInfo] | None, list[Finding]]:
@@ -351,15 +353,37 @@ def _check_handlers(root: Path) -> tuple[list[HandlerInfo] | None, list[Finding]
     return infos, [Finding("ok", f"{len(infos)} handler(s) discovered under app/domains")]
 
 
-def _check_redis(root: Path, settings: BusSettings) -> list[Finding]:
-    problem = asyncio.run(ping_redis(settings.redis_url))
-    if problem is not None:
-        return [Finding("error", problem)]
-    findings = [Finding("ok", f"Redis at {mask_url(settings.redis_url)} answers PING")]
+def _check_backend(root: Path, settings: BusSettings) -> list[Finding]:
+    """The configured backend, asked through itself (connected, never consuming): any
+    backend whose ``health()`` reports ``reachable``."""
+    notes: list[Finding] = []
+
+    def note(message: str) -> None:
+        notes.append(Finding("warning", message))
+
     try:
-        title = redis_app_name(root, settings)
+        distributed, health = asyncio.run(
+            with_bus(target_of(root, settings), "the health check", _health, on_warning=note)
+        )
     except CliError as exc:
-        return [*findings, Finding("warning", f"the CLI {exc}")]
-    prefix = settings.redis_prefix or default_prefix(title or "")
-    findings.append(Finding("ok", f"the app's Redis keys: {{{prefix}}}:*"))
-    return findings
+        return [Finding("error", str(exc)), *notes]
+    name = health.get("backend", settings.backend)
+    if not health.get("reachable", False):
+        reason = health.get("error") or "no reason given"
+        return [Finding("error", f"the {name} backend is unreachable: {reason}"), *notes]
+    if not distributed:
+        return [Finding("ok", f"backend {name}: handlers run in the app's own process"), *notes]
+    where = ", ".join(
+        f"{key}={value}"
+        for key, value in health.items()
+        if isinstance(value, str) and key not in _NOT_WHERE
+    )
+    return [Finding("ok", f"backend {name} reachable" + (f": {where}" if where else "")), *notes]
+
+
+# Text keys of a health report that do not say where the app's events are.
+_NOT_WHERE = frozenset({"backend", "error"}) | THIS_PROCESS_KEYS
+
+
+async def _health(bus: EventBus) -> tuple[bool, Mapping[str, Any]]:
+    return bus.backend.distributed, await bus.backend.health()
