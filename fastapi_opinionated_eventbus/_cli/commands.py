@@ -47,7 +47,7 @@ from .discovery import (
     warn,
     with_bus,
 )
-from .scan import Finding, diagnose
+from .scan import Finding, diagnose, unsubscribed_emit
 
 __all__ = ["app", "main"]
 
@@ -263,8 +263,8 @@ def doctor(
         ),
     ] = None,
 ) -> None:
-    """Check the plugin is enabled, handlers are found, Redis answers (with
-    EVENTBUS_BACKEND=redis), and that emitted names and subscriptions match up.
+    """Check the installed version, that the plugin is enabled, the backend answers and
+    handlers are found, and that emitted names and subscriptions match up.
 
     Exit code 1 when an error was found; warnings alone exit 0.
     """
@@ -312,9 +312,10 @@ def emit(
         ),
     ] = None,
 ) -> None:
-    """Emit EVENT through the app's handlers (or, with the Redis backend, publish it).
+    """Emit EVENT through the app's handlers (or, with a broker backend, publish it).
 
-    Settings come from EVENTBUS_* variables. Exit code 1 when a handler failed.
+    Settings come from EVENTBUS_* variables. Exit code 1 when a handler failed; 2 when no
+    handler subscribes to EVENT (nothing is emitted; the closest names are suggested).
     """
     args = parse_payload(payload)
     try:
@@ -322,7 +323,11 @@ def emit(
     except ValueError as exc:
         raise CliError(str(exc)) from None
     target = _target(ctx)
-    discover_handlers(target.root)
+    # A typo must not look like success: locally nothing would run, and a broker's
+    # consumer would acknowledge an event no handler takes.
+    problem = unsubscribed_emit(event, discover_handlers(target.root))
+    if problem is not None:
+        raise CliError(problem)
     result = _run(_emit(target, event, args))
     console = _console()
     for line in _describe_emit(event, result, target.settings):
@@ -362,8 +367,6 @@ def _describe_emit(event: str, result: EmitResult, settings: BusSettings) -> lis
         return [Text(f"{event}: event dispatch is disabled (EVENTBUS_DISABLED); nothing ran")]
     if result.published:
         return [Text(f"{event}: published to {settings.backend} as event {result.event_id}")]
-    if not result.handled:
-        return [Text(f"{event}: no handler subscribes to it; nothing ran")]
     summary = Text(
         f"{event}: {result.handled} handler(s) ran, {len(result.failures)} failed "
         f"(event id {result.event_id})"

@@ -46,11 +46,14 @@ __all__ = [
     "Finding",
     "Scan",
     "Site",
+    "closest",
     "cross_check",
     "diagnose",
+    "did_you_mean",
     "iter_python_files",
     "matches",
     "scan_app",
+    "unsubscribed_emit",
 ]
 
 EMITTERS = frozenset({"emit", "emit_nowait", "emit_after_response"})
@@ -230,6 +233,27 @@ def matches(name: str, exact: set[str], patterns: Iterable[str]) -> bool:
     return name in exact or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+def closest(name: str, subscribed: Iterable[str], count: int = 1) -> list[str]:
+    """The subscribed names ``name`` was most likely meant to be (a typo's fix)."""
+    return difflib.get_close_matches(name, sorted(set(subscribed)), n=count, cutoff=0.75)
+
+
+def did_you_mean(names: list[str]) -> str:
+    """`` (did you mean 'a' or 'b'?)``, or nothing without a name to suggest."""
+    return f" (did you mean {' or '.join(map(repr, names))}?)" if names else ""
+
+
+def unsubscribed_emit(name: str, handlers: list[HandlerInfo]) -> str | None:
+    """Why emitting ``name`` would reach no handler of the app, or None when one matches."""
+    exact = {h.event for h in handlers if not h.is_pattern}
+    if matches(name, exact, (h.event for h in handlers if h.is_pattern)):
+        return None
+    hint = did_you_mean(closest(name, exact, count=3)) or (
+        f" (`fastapi-opinionated-eventbus handlers` lists the {len(exact)} subscribed names)"
+    )
+    return f"no handler subscribes to {name!r}, so nothing was emitted{hint}"
+
+
 # ====================================================================== doctor's findings
 @dataclass(frozen=True, slots=True)
 class Finding:
@@ -272,8 +296,7 @@ def _summary(scan: Scan) -> Finding:
 
 
 def _unsubscribed(site: Site, exact: set[str]) -> Finding:
-    close = difflib.get_close_matches(site.name, sorted(exact), n=1, cutoff=0.75)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(closest(site.name, exact))
     return Finding(
         "error", f"{site.name!r} is emitted but no handler subscribes to it{hint}", site.location
     )
