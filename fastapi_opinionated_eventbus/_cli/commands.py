@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -227,9 +227,9 @@ def _handler_cell(info: HandlerInfo, room: int) -> Text:
     if len(info.handler) <= width:
         parts = [(f"{module}:", ""), (qualname, "bold")]
     else:
-        parts = [(line, "") for line in _cut(f"{module}:", width, "._")]
-        parts += [(line, "bold") for line in _cut(qualname, width, "._")]
-    parts += [(line, "dim") for line in _cut(info.location, width, "/._")]
+        parts = [(line, "") for line in _cut(f"{module}:", width, _NAME_BREAKS)]
+        parts += [(line, "bold") for line in _cut(qualname, width, _NAME_BREAKS)]
+    parts += [(line, "dim") for line in _cut(info.location, width, ("/", "._"))]
     cell = Text()
     for index, (text, style) in enumerate(parts):
         joined = index == 1 and len(info.handler) <= width  # qualname after its module
@@ -237,18 +237,33 @@ def _handler_cell(info: HandlerInfo, room: int) -> Text:
     return cell
 
 
-def _cut(text: str, width: int, breaks: str) -> list[str]:
-    """``text`` in pieces of at most ``width``, each cut just after one of ``breaks``
-    where there is one."""
+# Where a dotted name (or an event id) may be cut: after a dot or colon, else after an
+# underscore or a dash.
+_NAME_BREAKS = (".:", "_-")
+
+
+def _cut(text: str, width: int, breaks: Sequence[str]) -> list[str]:
+    """``text`` in pieces of at most ``width``, each cut just after a character of the
+    first group of ``breaks`` that has one in reach (dots before underscores, say), and
+    mid-word only where none has."""
     pieces = []
     while len(text) > width:
-        cut = max(text.rfind(char, 0, width) for char in breaks) + 1
+        cut = 0
+        for group in breaks:
+            cut = max(text.rfind(char, 0, width) for char in group) + 1
+            if cut > 0:
+                break
         if cut <= 0:
             cut = width
         pieces.append(text[:cut])
         text = text[cut:]
     pieces.append(text)
     return pieces
+
+
+def _fitted(text: str, width: int, style: str = "") -> Text:
+    """A dotted name cut over lines of at most ``width`` (never wrapped mid-word by rich)."""
+    return Text("\n".join(_cut(text, width, _NAME_BREAKS)), style=style)
 
 
 # ====================================================================== doctor
@@ -407,7 +422,7 @@ def dead_letters_list(
     if not letters:
         console.print("No dead letters.")
         return
-    console.print(_letters_table(letters))
+    console.print(_letters_table(letters, console.width))
     console.print(f"{len(letters)} dead letter(s)")
 
 
@@ -426,18 +441,29 @@ def _letter_json(letter: DeadLetter) -> dict[str, Any]:
     }
 
 
-def _letters_table(letters: list[DeadLetter]) -> Table:
+# The letters table's fixed columns: "YYYY-MM-DD" over the time, "Tries", 3 gaps of 2.
+_LETTER_FIXED_WIDTH = 10 + 5 + 3 * 2
+
+
+def _letters_table(letters: list[DeadLetter], width: int) -> Table:
+    """Event names, ids and handlers are cut after dots (or underscores) to fit ``width``;
+    error messages wrap at spaces."""
+    room = max(width - _LETTER_FIXED_WIDTH, 30)
+    longest_name = max(len(x.event.name) for x in letters)
+    longest_id = max(len(x.event.id) for x in letters)  # uncut when it can be: it is copied
+    event_width = min(max(longest_name, longest_id), max(room * 2 // 5, longest_id))
+    handler_width = room - event_width
     table = _table()
-    table.add_column("Failed at (UTC)", no_wrap=True)
-    table.add_column("Event / id", overflow="fold")
-    table.add_column("Handler / error", overflow="fold")
+    table.add_column("Failed at", no_wrap=True)
+    table.add_column("Event / id", width=event_width, no_wrap=True)
+    table.add_column("Handler / error", width=handler_width, overflow="fold")
     table.add_column("Tries", justify="right", no_wrap=True)
     for letter in letters:
-        event = Text(letter.event.name, style="cyan")
-        event.append(f"\n{letter.event.id}", style="dim")
-        handler = Text(letter.handler)
+        event = _fitted(letter.event.name, event_width, "cyan")
+        event.append("\n").append_text(_fitted(letter.event.id, event_width, "dim"))
+        handler = _fitted(letter.handler, handler_width)
         handler.append(f"\n{letter.exception_type}: {letter.message}", style="red")
-        when = letter.failed_at.strftime("%Y-%m-%d\n%H:%M:%S")
+        when = letter.failed_at.strftime("%Y-%m-%d\n%H:%M:%SZ")  # UTC
         table.add_row(when, event, handler, str(letter.attempts))
     return table
 

@@ -7,7 +7,8 @@ Kafka backend's (topic, group, partitions, offsets).
 
 Options (``EVENTBUS_BACKEND_OPTIONS``): ``{"directory": "..."}``; the broker is "down" while
 the directory does not exist. Each published event is one JSON line of ``events.jsonl``;
-``offsets.json`` holds the consumer group's committed offset.
+``offsets.json`` holds the consumer group's committed offset; each line of ``dead.jsonl`` is
+a dead letter (``event``, ``id``, ``handler``, ``error``, ``message``, ``attempts``).
 """
 
 from __future__ import annotations
@@ -15,13 +16,18 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from fastapi_opinionated_eventbus import BackendUnavailable, EmitResult, EventSerializationError
+from fastapi_opinionated_eventbus import (
+    BackendUnavailable,
+    DeadLetter,
+    EmitResult,
+    EventEnvelope,
+    EventSerializationError,
+)
 from fastapi_opinionated_eventbus.backends.base import BackendHealth, BackendPort, StopReport
 
 if TYPE_CHECKING:
-    from fastapi_opinionated_eventbus import DeadLetter, EventEnvelope
     from fastapi_opinionated_eventbus._core.registry import Plan
     from fastapi_opinionated_eventbus._core.settings import BusSettings
 
@@ -97,7 +103,9 @@ class MemqBackend:
         )
 
     async def dead_letters(self) -> list[DeadLetter]:
-        return []
+        path = self.directory / "dead.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [_letter(json.loads(line)) for line in lines]
 
     async def replay_dead_letters(self) -> EmitResult:
         return EmitResult(None, 0)
@@ -106,3 +114,14 @@ class MemqBackend:
         count = self._lines("dead.jsonl")
         (self.directory / "dead.jsonl").unlink(missing_ok=True)
         return count
+
+
+def _letter(stored: dict[str, Any]) -> DeadLetter:
+    return DeadLetter(
+        event=EventEnvelope(stored["event"], (), {}, event_id=stored["id"]),
+        handler=stored["handler"],
+        exception_type=stored["error"],
+        message=stored["message"],
+        traceback="",
+        attempts=stored["attempts"],
+    )

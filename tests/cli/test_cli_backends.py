@@ -144,3 +144,76 @@ def test_a_title_the_cli_cannot_read_is_a_warning(
         "warning: main.py has no App.create() with a literal title: the memq backend uses "
         "its default names here"
     )
+
+
+LETTERS = [
+    {
+        "event": "payment.processed",
+        "id": "6d1f0c2a9b7e4f21-1",
+        "handler": "app.domains.payments.handlers:handle_payment_result",
+        "error": "RuntimeError",
+        "message": "gateway timed out after 30 seconds while waiting",
+        "attempts": 3,
+    },
+    {
+        "event": "order.shipment_label_requested",
+        "id": "6d1f0c2a9b7e4f21-2",
+        "handler": "app.domains.shipping.label_printing.handlers:"
+        "PrintingService.print_shipment_label_for_order",
+        "error": "ValueError",
+        "message": "printer offline",
+        "attempts": 1,
+    },
+]
+
+
+@pytest.mark.parametrize("columns", [60, 80, 100])
+def test_dead_letters_table_cuts_identifiers_after_dots_not_mid_word(
+    cli: Run,
+    shop_app: Path,
+    tmp_path: Path,
+    memq_env: Callable[..., dict[str, str]],
+    columns: int,
+) -> None:
+    broker = tmp_path / "broker"
+    broker.mkdir()
+    (broker / "dead.jsonl").write_text("".join(json.dumps(x) + "\n" for x in LETTERS))
+
+    result = cli(
+        shop_app, "dead-letters", "list", COLUMNS=str(columns), NO_COLOR="1", **memq_env(broker)
+    )
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= columns
+    assert lines[-1] == "2 dead letter(s)"
+    header = lines[0]
+    event_at, handler_at, tries_at = (header.index(h) for h in ("Event", "Handler", "Tries"))
+    for column, (start, end), key in (
+        ("event", (event_at, handler_at), "event"),
+        ("id", (event_at, handler_at), "id"),
+        ("handler", (handler_at, tries_at), "handler"),
+    ):
+        cells = [line[start:end].strip() for line in lines[2:]]
+        for letter in LETTERS:
+            identifier = letter[key]
+            assert isinstance(identifier, str)
+            pieces = _pieces_of(identifier, cells)
+            assert "".join(pieces) == identifier, (column, cells)
+            # Every line of a cut identifier but its last ends where a name may be cut.
+            assert all(piece[-1] in ".:_-" for piece in pieces[:-1]), (column, pieces)
+
+
+def _pieces_of(identifier: str, cells: list[str]) -> list[str]:
+    """The consecutive cells that spell ``identifier`` (the first that starts it)."""
+    for start, cell in enumerate(cells):
+        if cell and identifier.startswith(cell):
+            pieces, rest = [], identifier
+            for piece in cells[start:]:
+                if not rest.startswith(piece) or not piece:
+                    break
+                pieces.append(piece)
+                rest = rest[len(piece) :]
+            if not rest:
+                return pieces
+    raise AssertionError(f"{identifier!r} not found in {cells}")
