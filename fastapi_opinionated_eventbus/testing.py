@@ -39,6 +39,7 @@ from pytest_fastapi_opinionated_eventbus import eventbus_app_factory, eventbus_r
 from ._core import declarations
 from ._core.api import eventbus_api
 from ._core.bus import EventBus
+from ._core.enablement import ENABLE_COMMAND, ENABLED_FILE
 from ._core.envelope import EventEnvelope
 from .plugin import PLUGIN_PATH, EventBusPlugin
 
@@ -52,8 +53,6 @@ __all__ = [
     "running",
     "started_bus",
 ]
-
-_ENABLED_FILE = Path(".fastapi_opinionated") / "enabled_plugins.py"
 
 
 def _empty_namespace() -> Any:
@@ -122,12 +121,12 @@ def isolated_core(app_dir: str | os.PathLike[str] | None = None) -> Iterator[Non
 
 
 def _check_enabled(app_dir: Path) -> None:
-    enabled = app_dir / _ENABLED_FILE
+    enabled = app_dir / ENABLED_FILE
     text = enabled.read_text() if enabled.exists() else ""
     if PLUGIN_PATH not in text:
         raise RuntimeError(
             f"{app_dir} does not enable the EventBus plugin: {enabled} must list "
-            f"{PLUGIN_PATH!r}. Run `fastapi-opinionated plugins enable {PLUGIN_PATH}` there."
+            f"{PLUGIN_PATH!r}. Run `{ENABLE_COMMAND}` there."
         )
 
 

@@ -13,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from support import write_app
+from support import USERS_APP, write_app
 
 UNRELATED_TEST = """
     import logging
@@ -26,29 +26,6 @@ UNRELATED_TEST = """
         assert not [m for m in sys.modules if m.startswith("fastapi_opinionated")]
 """
 
-HANDLERS = """
-    from fastapi_opinionated_eventbus import OnInternalEvent
-
-
-    @OnInternalEvent("thing.made")
-    async def made(thing: dict) -> None:
-        pass
-"""
-
-CONTROLLER = """
-    from fastapi_opinionated.decorators.routing import Controller, Post
-
-    from fastapi_opinionated_eventbus import eventbus_api
-
-
-    @Controller("/things")
-    class Things:
-        @Post("/")
-        async def make(self) -> dict:
-            result = await eventbus_api().emit("thing.made", {"id": 1})
-            return {"handled": result.handled}
-"""
-
 USING_TEST = """
     from pathlib import Path
 
@@ -58,10 +35,10 @@ USING_TEST = """
     def test_relative_app_dir_is_the_test_files(eventbus_app_factory, eventbus_recorder):
         app = eventbus_app_factory("../shop")  # beside tests/, wherever pytest runs
         with TestClient(app) as client, eventbus_recorder() as events:
-            response = client.post("/things/")
-        assert response.json() == {"handled": 1}
-        assert events.names() == ["thing.made"]
-        [event] = events.named("thing.made")
+            response = client.post("/users/")
+        assert response.json() == {"ok": True}
+        assert events.names() == ["user.created"]
+        [event] = events.named("user.created")
         assert event.args == ({"id": 1},)
         assert len(events) == 1 and list(events) == [event]
 
@@ -99,9 +76,7 @@ def test_an_unrelated_project_keeps_its_logging(tmp_path: Path) -> None:
 
 def test_the_fixtures_work_where_they_are_used(tmp_path: Path) -> None:
     project = tmp_path / "project"
-    shop = write_app(
-        project / "shop", {"things/handlers.py": HANDLERS, "things/controller.py": CONTROLLER}
-    )
+    shop = write_app(project / "shop", USERS_APP)
     (shop / "main.py").write_text(
         "from fastapi_opinionated.app import App\n"
         "from fastapi_opinionated_eventbus import EventBusPlugin\n"

@@ -26,11 +26,19 @@ from typing import Any
 from .._core import declarations
 from .._core.bus import EventBus
 from .._core.declarations import HANDLERS, PLUGIN_NAME
+from .._core.enablement import (
+    DOMAINS_DIR,
+    ENABLE_COMMAND,
+    ENABLED_FILE,
+    EnabledFileError,
+    plugin_enabled,
+    read_enabled,
+    reexport_paths,
+)
 from .._core.errors import ConfigurationError
 from .._core.retry import RetryPolicy
 from .._core.settings import BusSettings, load_settings
 from .._secrets import scrub
-from ..plugin import PLUGIN_PATH
 
 __all__ = [
     "ENABLED_FILE",
@@ -46,16 +54,14 @@ __all__ = [
     "load_target",
     "one_line",
     "open_bus",
+    "plugin_enabled",
+    "reexport_paths",
     "require_app_root",
     "settings_from_env",
     "target_of",
     "warn",
     "with_bus",
 ]
-
-ENABLED_FILE = Path(".fastapi_opinionated") / "enabled_plugins.py"
-DOMAINS_DIR = Path("app") / "domains"
-ENABLE_COMMAND = f"fastapi-opinionated plugins enable {PLUGIN_PATH}"
 
 
 class CliError(Exception):
@@ -74,32 +80,10 @@ def require_app_root(root: Path) -> Path:
 # ====================================================================== enabled plugins
 def enabled_plugins(root: Path) -> list[str]:
     """``ENABLED_PLUGINS`` of the app, read as the core reads it (executed, not parsed)."""
-    path = root / ENABLED_FILE
-    if not path.is_file():
-        return []
-    namespace: dict[str, Any] = {}
     try:
-        exec(compile(path.read_text(), str(path), "exec"), namespace)
-    except Exception as exc:
-        raise CliError(f"cannot read {ENABLED_FILE}: {type(exc).__name__}: {exc}") from None
-    listed = namespace.get("ENABLED_PLUGINS", [])
-    return [str(item) for item in listed] if isinstance(listed, list | tuple) else []
-
-
-def reexport_paths(listed: list[str]) -> list[str]:
-    """Entries naming the plugin through a re-export: the core drops their configuration,
-    because it looks the configuration up by the defining module's path."""
-    return [
-        p
-        for p in listed
-        if p != PLUGIN_PATH
-        and p.startswith("fastapi_opinionated_eventbus")
-        and p.endswith(".EventBusPlugin")
-    ]
-
-
-def plugin_enabled(listed: list[str]) -> bool:
-    return PLUGIN_PATH in listed or bool(reexport_paths(listed))
+        return read_enabled(root)
+    except EnabledFileError as exc:
+        raise CliError(str(exc)) from None
 
 
 def require_plugin_enabled(root: Path) -> None:

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +14,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from redis_support import REPO_ROOT, eventually
-from support import EXAMPLE_APP, free_port
+from support import EXAMPLE_APP, uvicorn
 
 from fastapi_opinionated_eventbus import EventBus
 from fastapi_opinionated_eventbus.testing import running
@@ -123,7 +120,6 @@ def uvicorn_workers(
 ) -> Iterator[str]:
     """``uvicorn main:app --workers 2`` in ``root`` with the Redis backend configured
     through EVENTBUS_* variables, on a free port; yields its base URL."""
-    port = free_port()
     env = {
         **os.environ,
         "EVENTBUS_BACKEND": "redis",
@@ -132,28 +128,8 @@ def uvicorn_workers(
         "PYTHONPATH": os.pathsep.join([str(root), str(REPO_ROOT)]),
         **extra_env,
     }
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "uvicorn", "main:app", "--workers", "2"),
-                *("--host", "127.0.0.1", "--port", str(port)),
-            ],
-            cwd=root,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
-        if server.returncode not in (0, -signal.SIGTERM):
-            print(log.read_text(errors="replace"))
+    with uvicorn(root, "main:app", "--workers", "2", log=log, env=env) as url:
+        yield url
 
 
 async def wait_until_serving(client: httpx.AsyncClient) -> None:
