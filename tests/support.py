@@ -120,6 +120,18 @@ def uvicorn(cwd: Path, *args: str, log: Path, env: dict[str, str]) -> Iterator[s
             print(log.read_text(errors="replace"))
 
 
+def check_activity(source: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The example's ``check_activity.py`` on a JSON-lines file, or ``-`` and ``stdin``."""
+    return subprocess.run(
+        [sys.executable, str(EXAMPLE_APP / "check_activity.py"), source],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 REDIS_SCRIPT = REPO_ROOT / "scripts" / "redis-server.sh"
 
 

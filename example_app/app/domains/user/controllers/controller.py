@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import itertools
+import uuid
 
 from fastapi_opinionated.decorators.routing import Controller, Get, Post
 from pydantic import BaseModel
@@ -8,8 +8,6 @@ from pydantic import BaseModel
 from fastapi_opinionated_eventbus import eventbus_api
 
 from .. import activity
-
-_ids = itertools.count(1)
 
 
 class NewUser(BaseModel):
@@ -27,10 +25,17 @@ class Payment(BaseModel):
 class UserController:
     @Post("/")
     async def create(self, user: NewUser) -> dict[str, object]:
-        user_data = {"id": next(_ids), **user.model_dump()}
-        # Every handler of user.created has run when this returns.
+        # Unique across worker processes (a per-process counter would repeat).
+        user_data = {"id": uuid.uuid4().hex, **user.model_dump()}
         result = await eventbus_api().emit("user.created", user_data)
-        return {**user_data, "handlers_run": result.handled}
+        # Local backend: every handler of user.created has run when emit returns (2).
+        # Redis: emit returns once Redis stored the event (0 ran here); a worker runs the
+        # handlers afterwards: look for event_id in the activity.
+        return {
+            **user_data,
+            "event_id": result.event_id,
+            "handled_before_response": result.handled,
+        }
 
     @Post("/payments")
     async def pay(self, payment: Payment) -> dict[str, object]:
