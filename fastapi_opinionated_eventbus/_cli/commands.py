@@ -39,6 +39,7 @@ from .discovery import (
     configure_core_logs,
     discover_handlers,
     enabled_plugins,
+    installed_version,
     load_target,
     one_line,
     open_bus,
@@ -101,6 +102,13 @@ def main() -> None:
         sys.exit(2)
 
 
+def _print_version(value: bool) -> None:
+    # Another project on the package index has this name (0.1.1): which one runs?
+    if value:
+        print(installed_version())
+        raise typer.Exit()
+
+
 @app.callback()
 def _global_options(
     ctx: typer.Context,
@@ -116,6 +124,15 @@ def _global_options(
     ] = Path("."),
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show the core's INFO logs.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="Print the installed versions (this package's and the core's) and exit.",
+        ),
     ] = False,
 ) -> None:
     # Validated by each command, so `<command> --help` works anywhere.

@@ -162,3 +162,12 @@ def test_reports_the_installed_versions(cli: Run, shop_app: Path) -> None:
     assert first["message"].endswith(f"), fastapi-opinionated-core {core}")
     package = Path(fastapi_opinionated_eventbus.__file__).parent
     assert f"(from {package})" in first["message"]
+
+
+def test_version_option_works_anywhere(cli: Run, tmp_path: Path) -> None:
+    result = cli(tmp_path, "--version")  # not an app directory: no matter
+
+    assert result.returncode == 0, result.stderr
+    ours, core = version("fastapi-opinionated-eventbus"), version("fastapi-opinionated-core")
+    assert result.stdout.startswith(f"fastapi-opinionated-eventbus {ours} (from ")
+    assert result.stdout.endswith(f"), fastapi-opinionated-core {core}\n")
