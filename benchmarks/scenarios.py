@@ -84,6 +84,16 @@ SCENARIOS: list[Scenario] = [
         _cast("awaited", ("direct-await", "direct-call"), 1),
         floor="direct-await",
     ),
+    # The way an app calls the bus (benchmarks.user_call): measured together, alternating.
+    Scenario(
+        "1b",
+        "one async handler, as an app calls it: eventbus_api().emit() in a started app",
+        "one handler, as an app\ncalls it (vs blinker)",
+        "µs/emit",
+        "user-call",
+        (Entry("floor", "user_call"), Entry("ours", "user_call"), Entry("blinker", "user_call")),
+        floor="floor",
+    ),
     Scenario(
         "2",
         "ten async handlers on one event, awaited",
@@ -274,7 +284,7 @@ def select(ids: list[str] | None, systems: list[str] | None) -> list[Scenario]:
         return chosen
     out = []
     for s in chosen:
-        if s.kind == "redis":  # one run measures ours and its floors together
+        if s.kind in ("redis", "user-call"):  # one run measures all its rows together
             entries = s.entries if "ours" in systems else ()
         else:
             entries = tuple(e for e in s.entries if e.system in systems)
@@ -293,6 +303,16 @@ def run_redis(scenario: Scenario, settings: Settings, skip: str | None) -> list[
     return [Result(scenario.id, **row) for row in rows]
 
 
+def run_user_call(scenario: Scenario, settings: Settings) -> list[Result]:
+    """Scenario 1b: one run alternates the floor, ours and blinker (benchmarks.user_call)."""
+    from benchmarks import user_call
+
+    systems = [e.system for e in scenario.entries]
+    if "ours" not in systems:
+        return []
+    return [Result(scenario.id, **row) for row in user_call.measure(systems, settings)]
+
+
 def run_all(
     scenarios: list[Scenario],
     settings: Settings,
@@ -304,9 +324,12 @@ def run_all(
     for scenario in scenarios:
         if not scenario.enabled:
             continue
-        if scenario.kind == "redis":
+        if scenario.kind in ("redis", "user-call"):
             start = time.perf_counter()
-            rows = run_redis(scenario, settings, redis_skip)
+            if scenario.kind == "redis":
+                rows = run_redis(scenario, settings, redis_skip)
+            else:
+                rows = run_user_call(scenario, settings)
             results.extend(rows)
             if progress is not None:
                 for row in rows:

@@ -23,10 +23,12 @@ def eventbus_api() -> EventBus:
 
     :raises EventBusNotEnabled: when the plugin is not enabled (the message says how).
     """
-    bus = getattr(App.plugin, "eventbus", None)
-    if bus is None:
-        raise _not_enabled()
-    return bus  # type: ignore[no-any-return]
+    try:
+        # An attribute read, not getattr(..., None): this runs on every emit of every route.
+        bus: EventBus = App.plugin.eventbus
+    except AttributeError:
+        raise _not_enabled() from None
+    return bus
 
 
 def _not_enabled() -> EventBusNotEnabled:

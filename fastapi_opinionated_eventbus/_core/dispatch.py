@@ -25,7 +25,7 @@ from .dead_letters import DeadLetter
 from .envelope import EventEnvelope, current_var, reset_current
 from .errors import HandlerTimeout
 from .registry import Plan, Subscription
-from .results import EmitResult, HandlerFailure
+from .results import EmitResult, HandlerFailure, handled_once
 from .stepping import Resumed
 
 if TYPE_CHECKING:
@@ -80,6 +80,9 @@ class Dispatcher:
     """Runs subscriptions for events; owns the worker threads of sync handlers."""
 
     def __init__(self, thread_pool_size: int | None = None) -> None:
+        self.keep: KeepLetter | None = None
+        """Receives the dead letter of every final failure of :meth:`run` (the local
+        backend's store); None: failures are only returned (a broker backend stores them)."""
         self._thread_pool_size = thread_pool_size or default_thread_pool_size()
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
@@ -95,32 +98,34 @@ class Dispatcher:
         self.raw_ok = metrics is None and tracer is None
 
     # ------------------------------------------------------------------ running a plan
-    async def run(
-        self, event: EventEnvelope, plan: Plan, keep: KeepLetter | None = None
-    ) -> EmitResult:
-        """Run the plan's handlers and wait for them; never raises for their failures.
-
-        ``keep`` receives a dead letter for each failure (the local backend's store);
-        without it the failures are only returned (a remote backend stores them itself).
-        """
+    async def run(self, event: EventEnvelope, plan: Plan) -> EmitResult:
+        """Run the plan's handlers and wait for them; never raises for their failures."""
         single = plan.single
         if single is not None:
             # The common case: one plain async handler, awaited right here (no Task).
             token = current_var.set(event)
             try:
-                await single.handler(*event._args, **event._kwargs)
-                return EmitResult(event, 1)
+                if event._kwargs:
+                    await single.handler(*event._args, **event._kwargs)
+                else:  # no empty ** to unpack: measured -3% per emit
+                    await single.handler(*event._args)
+                return handled_once(event)
             except Exception as exc:
                 failure = self.give_up(single, event, exc, 1)
             except asyncio.CancelledError as cancelled:
                 failure = self.give_up(single, event, cancelled_by_handler(cancelled), 1)
             finally:
-                reset_current(token)
+                # reset_current() inlined: a call per emit measured +3%.
+                try:  # noqa: SIM105 - contextlib.suppress() costs a call too
+                    current_var.reset(token)
+                except ValueError:  # see reset_current()
+                    pass
             failures: tuple[HandlerFailure, ...] = (failure,)
         elif plan.count:
             failures = await self._run_groups(event, plan)
         else:
             return EmitResult(event, 0)
+        keep = self.keep
         if failures and keep is not None:
             for failed in failures:
                 keep(DeadLetter.from_failure(event, failed))

@@ -91,14 +91,14 @@ class BackendPort(Protocol):
     def handles(self, event: str, *, broadcast: bool) -> bool:
         """Whether a (broadcast or non-broadcast) handler here matches ``event``."""
 
-    def run(
-        self, envelope: EventEnvelope, plan: Plan, keep: Callable[[DeadLetter], None] | None
-    ) -> Coroutine[Any, Any, EmitResult]:
-        """Run ``plan`` -- this process's handlers of an event emitted here -- and wait.
+    def run(self, envelope: EventEnvelope, plan: Plan) -> Coroutine[Any, Any, EmitResult]:
+        """Run ``plan`` -- this process's handlers of an event emitted here -- and wait:
+        what an in-process backend's ``publish`` does."""
 
-        What an in-process backend's ``publish`` does; ``keep`` receives the dead letter of
-        each failure.
-        """
+    def keep_dead_letters(self, keep: Callable[[DeadLetter], None]) -> None:
+        """Have ``keep`` receive the dead letter of every final failure of :meth:`run`
+        (an in-process backend keeps them; a broker backend stores those that
+        :meth:`deliver` reports itself)."""
 
     async def deliver(self, envelope: EventEnvelope, *, broadcast: bool | None) -> EmitResult:
         """Run this process's handlers for a received event and wait for them.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastapi_opinionated.shared.logger import ns_logger
@@ -32,19 +32,20 @@ class LocalBackend:
     name = "local"
     distributed = False
 
+    publish: Callable[[EventEnvelope, Plan], Coroutine[Any, Any, EmitResult]]
+    """Runs the handlers here and returns when they finished."""
+
     def __init__(self, settings: BusSettings, port: BackendPort) -> None:
         self._port = port
         self._letters = DeadLetterStore(settings.dead_letter_capacity)
-        self._keep = self._letters.add
-
-    def publish(self, envelope: EventEnvelope, plan: Plan) -> Coroutine[Any, Any, EmitResult]:
-        # A plain function returning the dispatcher's coroutine: publish adds no coroutine
-        # of its own to emit's hot path (one more await measured +115 ns per emit).
-        return self._port.run(envelope, plan, self._keep)
+        port.keep_dead_letters(self._letters.add)
+        # The port's run itself: publishing adds no frame to emit's hot path (one more
+        # await measured +115 ns per emit).
+        self.publish = port.run
 
     async def publish_many(self, batch: Sequence[tuple[EventEnvelope, Plan]]) -> list[EmitResult]:
         """One after another, in order: each event's handlers finish before the next."""
-        return [await self._port.run(envelope, plan, self._keep) for envelope, plan in batch]
+        return [await self.publish(envelope, plan) for envelope, plan in batch]
 
     def check(self, envelope: EventEnvelope) -> None:
         """Anything can be handed to a handler in the same process."""
