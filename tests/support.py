@@ -9,10 +9,13 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import signal
 import socket
 import subprocess
+import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -49,6 +52,38 @@ def write_app(root: Path, domain_files: dict[str, str], *, enable: bool = True) 
     return root
 
 
+_USERS_HANDLERS = """
+    from fastapi_opinionated_eventbus import OnInternalEvent
+
+
+    @OnInternalEvent("user.created")
+    async def welcome(user: dict) -> None:
+        pass
+
+
+    @OnInternalEvent("user.*")
+    def audit(*args: object) -> None:
+        pass
+"""
+
+_USERS_CONTROLLER = """
+    from fastapi_opinionated.decorators.routing import Controller, Post
+
+    from fastapi_opinionated_eventbus import eventbus_api
+
+
+    @Controller("/users")
+    class Users:
+        @Post("/")
+        async def create(self) -> dict:
+            await eventbus_api().emit("user.created", {"id": 1})
+            return {"ok": True}
+"""
+
+# A small app: two handlers of user.created (one by pattern), a route that emits it.
+USERS_APP = {"users/handlers.py": _USERS_HANDLERS, "users/controller.py": _USERS_CONTROLLER}
+
+
 AppDir = Callable[..., Path]
 Factory = Callable[..., FastAPI]
 
@@ -64,6 +99,39 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextmanager
+def uvicorn(cwd: Path, *args: str, log: Path, env: dict[str, str]) -> Iterator[str]:
+    """``python -m uvicorn ARGS`` run in ``cwd`` on a free 127.0.0.1 port, its output in
+    ``log``; yields the base URL. Stopped with SIGTERM (killed after 30 s) on exit."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", *args, "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as out:
+        server = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+        if server.returncode not in (0, -signal.SIGTERM):
+            print(log.read_text(errors="replace"))
+
+
+def check_activity(source: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The example's ``check_activity.py`` on a JSON-lines file, or ``-`` and ``stdin``."""
+    return subprocess.run(
+        [sys.executable, str(EXAMPLE_APP / "check_activity.py"), source],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 REDIS_SCRIPT = REPO_ROOT / "scripts" / "redis-server.sh"

@@ -4,6 +4,7 @@ uvicorn process over HTTP. Users are stored in SQLite (a file of the test's own)
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from support import EXAMPLE_APP, REPO_ROOT, Factory, free_port, strip_ansi
+from support import EXAMPLE_APP, REPO_ROOT, Factory, check_activity, free_port, strip_ansi
 
 PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 
@@ -52,10 +53,14 @@ def _activity_of(get: Callable[[], list[dict[str, Any]]], kinds: set[str]) -> li
 
 
 def _by_kind(entries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Records grouped by kind, without the recording process's id (checked, then dropped)."""
+    """Records grouped by kind, without the recording process's id and the event's id and
+    attempt (checked, then dropped)."""
     grouped: dict[str, list[dict[str, Any]]] = {}
     for entry in entries:
+        entry = dict(entry)
         assert isinstance(entry.pop("pid"), int)
+        assert isinstance(entry.pop("event_id"), str)
+        assert entry.pop("attempt") == 1
         grouped.setdefault(entry["kind"], []).append(entry)
     return grouped
 
@@ -73,24 +78,64 @@ def test_example_app_under_testclient(
         assert user == {"id": user["id"], **NEW_USER, "event_id": user["event_id"]}
         assert client.get("/users/").json() == [{"id": user["id"], **NEW_USER}]  # stored
 
-        def activity() -> list[dict[str, Any]]:
+        def current_activity() -> list[dict[str, Any]]:
             return client.get("/users/activity").json()  # type: ignore[no-any-return]
 
-        after_user = _by_kind(_activity_of(activity, {"welcome", "audit"}))
+        records = _activity_of(current_activity, {"welcome", "audit"})
+        after_user = _by_kind(records)
         paid = client.post("/users/payments", json=PAYMENT)
         assert paid.status_code == 200
-        after_payment = _by_kind(client.get("/users/activity").json())
+        activity = client.get("/users/activity").json()
+        after_payment = _by_kind(activity)
+        other = client.post("/users/", json=NEW_USER).json()
 
     assert set(after_user) == {"welcome", "audit"}
+    # Each record names the event it handled: the one this signup emitted.
+    assert {r["event_id"] for r in records} == {user["event_id"]}
     [welcome] = after_user["welcome"]
-    assert welcome["user_id"] == user["id"]
-    assert welcome["event_id"] == user["event_id"]  # the id the route got from the outbox
+    # The handlers saw the event id the route got from the outbox (checked above).
+    assert welcome == {"kind": "welcome", "event": "user.created", "user_id": user["id"]}
     [audit] = after_user["audit"]
     assert audit["user_id"] == user["id"]
     assert audit["thread"] != "MainThread"
     assert audit["thread"].startswith("eventbus")  # the bus's worker threads
 
-    assert after_payment["payment"] == [{"kind": "payment", **PAYMENT}]
+    assert after_payment["payment"] == [
+        {"kind": "payment", "event": "payment.processed", **PAYMENT}
+    ]
+    assert other["id"] != user["id"] and other["event_id"] != user["event_id"]
+
+    checked = check_activity("-", json.dumps(activity))
+    assert checked.returncode == 0, checked.stdout
+    assert checked.stdout == (
+        "2 event(s), each handled exactly once by each of its handlers, in 1 process(es)\n"
+    )
+
+
+def test_the_activity_check_names_what_ran_twice_or_not_at_all(tmp_path: Path) -> None:
+    def line(kind: str, event_id: str, event: str = "user.created") -> str:
+        record = {"kind": kind, "event": event, "event_id": event_id, "attempt": 1, "pid": 7}
+        return json.dumps(record) + "\n"
+
+    log = tmp_path / "activity.jsonl"
+    log.write_text(
+        line("welcome", "e1")
+        + line("audit", "e1")
+        + line("welcome", "e2")
+        + line("audit", "e2")
+        + line("audit", "e2")  # e2 audited twice
+        + line("welcome", "e3")  # e3 never audited
+        + line("payment", "e4", "payment.processed")
+    )
+
+    result = check_activity(str(log))
+
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "user.created e2: handled 2 times by audit",
+        "user.created e3: never handled by audit",
+        "2 problem(s) in 4 event(s)",
+    ]
 
 
 def _wait_until_serving(
@@ -159,7 +204,7 @@ def test_example_app_served_by_uvicorn(tmp_path: Path, database: str) -> None:
     [audit] = kinds["audit"]
     assert audit["user_id"] == user_id
     assert audit["thread"] != "MainThread"  # uvicorn's loop runs in the main thread
-    assert kinds["payment"] == [{"kind": "payment", **PAYMENT}]
+    assert kinds["payment"] == [{"kind": "payment", "event": "payment.processed", **PAYMENT}]
 
     # uvicorn >= 0.29 re-raises the captured SIGTERM after a graceful shutdown.
     assert returncode in (0, -signal.SIGTERM), output

@@ -8,7 +8,6 @@ under ``app/domains`` is imported, which runs the ``@OnInternalEvent`` declarati
 from __future__ import annotations
 
 import ast
-import asyncio
 import dataclasses
 import functools
 import inspect
@@ -17,41 +16,44 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from .._core import declarations
-from .._core.bus import EventBus
 from .._core.declarations import HANDLERS, PLUGIN_NAME
+from .._core.enablement import (
+    DOMAINS_DIR,
+    ENABLE_COMMAND,
+    ENABLED_FILE,
+    EnabledFileError,
+    plugin_enabled,
+    read_enabled,
+    reexport_paths,
+)
 from .._core.errors import ConfigurationError
 from .._core.retry import RetryPolicy
 from .._core.settings import BusSettings, load_settings
-from .._secrets import mask_url, scrub
-from ..plugin import PLUGIN_PATH
 
 __all__ = [
+    "DOMAINS_DIR",
     "ENABLED_FILE",
     "ENABLE_COMMAND",
     "CliError",
     "HandlerInfo",
-    "Target",
+    "app_title",
+    "configure_core_logs",
     "discover_handlers",
     "enabled_plugins",
-    "load_target",
-    "one_line",
-    "open_bus",
-    "ping_redis",
-    "redis_app_name",
+    "installed_version",
+    "plugin_enabled",
+    "reexport_paths",
     "require_app_root",
+    "require_plugin_enabled",
     "settings_from_env",
-    "with_bus",
+    "warn",
 ]
-
-ENABLED_FILE = Path(".fastapi_opinionated") / "enabled_plugins.py"
-DOMAINS_DIR = Path("app") / "domains"
-ENABLE_COMMAND = f"fastapi-opinionated plugins enable {PLUGIN_PATH}"
 
 
 class CliError(Exception):
@@ -70,32 +72,10 @@ def require_app_root(root: Path) -> Path:
 # ====================================================================== enabled plugins
 def enabled_plugins(root: Path) -> list[str]:
     """``ENABLED_PLUGINS`` of the app, read as the core reads it (executed, not parsed)."""
-    path = root / ENABLED_FILE
-    if not path.is_file():
-        return []
-    namespace: dict[str, Any] = {}
     try:
-        exec(compile(path.read_text(), str(path), "exec"), namespace)
-    except Exception as exc:
-        raise CliError(f"cannot read {ENABLED_FILE}: {type(exc).__name__}: {exc}") from None
-    listed = namespace.get("ENABLED_PLUGINS", [])
-    return [str(item) for item in listed] if isinstance(listed, list | tuple) else []
-
-
-def reexport_paths(listed: list[str]) -> list[str]:
-    """Entries naming the plugin through a re-export: the core drops their configuration,
-    because it looks the configuration up by the defining module's path."""
-    return [
-        p
-        for p in listed
-        if p != PLUGIN_PATH
-        and p.startswith("fastapi_opinionated_eventbus")
-        and p.endswith(".EventBusPlugin")
-    ]
-
-
-def plugin_enabled(listed: list[str]) -> bool:
-    return PLUGIN_PATH in listed or bool(reexport_paths(listed))
+        return read_enabled(root)
+    except EnabledFileError as exc:
+        raise CliError(str(exc)) from None
 
 
 def require_plugin_enabled(root: Path) -> None:
@@ -111,53 +91,6 @@ def settings_from_env() -> BusSettings:
         return load_settings()
     except ConfigurationError as exc:
         raise CliError(str(exc)) from None
-
-
-async def ping_redis(url: str, timeout: float = 2.0) -> str | None:
-    """None when Redis answers PING within ``timeout`` seconds, else why not (masked)."""
-    try:
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-    except ImportError:
-        return "redis-py is not installed: install fastapi-opinionated-eventbus[redis]"
-    try:
-        # No retries: a refused connection is the answer, not something to wait out.
-        client = aioredis.from_url(
-            url,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
-    except ValueError as exc:
-        return f"invalid Redis URL {mask_url(url)}: {scrub(str(exc), url)}"
-    try:
-        async with asyncio.timeout(timeout):
-            await client.ping()
-    except Exception as exc:
-        reason = scrub(str(exc) or type(exc).__name__, url)
-        return f"Redis at {mask_url(url)} is unreachable: {type(exc).__name__}: {reason}"
-    finally:
-        await client.aclose()
-    return None
-
-
-def redis_app_name(root: Path, settings: BusSettings) -> str | None:
-    """The ``app_name`` to give the bus so that its Redis keys are the app's.
-
-    The backend derives its key prefix from the app's title (``App.create(title=...)``),
-    unless ``redis_prefix`` is set. The CLI never builds the app, so it reads the title
-    from ``main.py`` statically.
-    """
-    if settings.redis_prefix:
-        return None
-    title = app_title(root)
-    if title is None:
-        raise CliError(
-            "cannot tell which Redis keys the app uses: main.py has no App.create() with a "
-            "literal title; set EVENTBUS_REDIS_PREFIX"
-        )
-    return title
 
 
 def app_title(root: Path) -> str | None:
@@ -345,70 +278,27 @@ class _Plain(logging.Formatter):
         return _ANSI.sub("", self._inner.format(record))
 
 
-# ====================================================================== a bus like the app's
-@dataclass(frozen=True, slots=True)
-class Target:
-    """An app directory, and what it takes to build a bus like the app's."""
-
-    root: Path
-    settings: BusSettings
-    app_name: str | None  # the app's title: the Redis backend's default key prefix
+# ====================================================================== versions
+DISTRIBUTION = "fastapi-opinionated-eventbus"
+CORE_DISTRIBUTION = "fastapi-opinionated-core"
 
 
-def load_target(root: Path, *, remote_only: str | None = None) -> Target:
-    """The app's settings; with Redis, checked to answer. ``remote_only`` is the error
-    message for the local backend, for commands that only make sense with Redis."""
-    require_plugin_enabled(root)
-    settings = settings_from_env()
-    if settings.backend != "redis":
-        if remote_only is not None:
-            raise CliError(remote_only)
-        return Target(root, settings, None)
-    problem = asyncio.run(ping_redis(settings.redis_url))
-    if problem is not None:
-        raise CliError(problem)
-    return Target(root, settings, redis_app_name(root, settings))
+def installed_version() -> str:
+    """Which release runs, and from where: a project installed from the package index
+    under this name may be another, older one (0.1.1) that this one is not."""
+    package = Path(__file__).resolve().parents[1]
+    return (
+        f"{DISTRIBUTION} {_version_of(DISTRIBUTION)} (from {package}), "
+        f"{CORE_DISTRIBUTION} {_version_of(CORE_DISTRIBUTION)}"
+    )
 
 
-async def open_bus(target: Target) -> EventBus:
-    """A bus like the plugin's, subscribed to every discovered handler.
-
-    The backend is connected, not started: this process only publishes or inspects, it
-    must not join the consumer group and take the app's events.
-    """
-    from fastapi_opinionated.app import App
-
-    settings = target.settings
+def _version_of(distribution: str) -> str:
     try:
-        bus = EventBus(settings=settings, app_name=target.app_name)
-    except (ImportError, ConfigurationError) as exc:
-        raise CliError(f"cannot use the {settings.backend} backend: {exc}") from None
-    # Handlers that emit follow-up events reach the bus through eventbus_api().
-    App.plugin.eventbus = bus
-    declarations.attach(bus)
-    try:
-        # Publish and inspect only: this process must not consume the app's events.
-        await bus.connect()
-    except Exception as exc:
-        await bus.aclose()
-        raise CliError(f"cannot connect the bus: {one_line(exc, settings)}") from None
-    return bus
+        return version(distribution)
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
-async def with_bus[T](target: Target, what: str, action: Callable[[EventBus], Awaitable[T]]) -> T:
-    """``action(bus)`` on a freshly opened bus, closed afterwards; failures become one line."""
-    bus = await open_bus(target)
-    try:
-        return await action(bus)
-    except CliError:
-        raise
-    except Exception as exc:
-        raise CliError(f"{what} failed: {one_line(exc, target.settings)}") from None
-    finally:
-        await bus.aclose()
-
-
-def one_line(exc: BaseException, settings: BusSettings) -> str:
-    """``Type: message`` on one line, without the Redis password."""
-    text = f"{type(exc).__name__}: {exc}"
-    return scrub(" ".join(text.split()), settings.redis_url)
+def warn(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")

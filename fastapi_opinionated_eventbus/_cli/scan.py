@@ -1,4 +1,4 @@
-"""``doctor``'s checks, mostly a static scan of the app's code.
+"""The static scan of the app's code behind ``doctor``, and the name matching ``emit`` uses.
 
 The scan compares what the code emits (string literals passed to ``emit``,
 ``emit_nowait`` and ``emit_after_response``) with what handlers subscribe to. The scan
@@ -14,7 +14,6 @@ comment ``# eventbus: ignore`` is skipped.
 from __future__ import annotations
 
 import ast
-import asyncio
 import difflib
 import fnmatch
 import os
@@ -22,33 +21,17 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._core.settings import BusSettings
-from .._secrets import mask_url
-from ..backends.redis.keys import default_prefix
-from ..plugin import PLUGIN_PATH
-from .discovery import (
-    ENABLE_COMMAND,
-    ENABLED_FILE,
-    CliError,
-    HandlerInfo,
-    discover_handlers,
-    enabled_plugins,
-    ping_redis,
-    plugin_enabled,
-    redis_app_name,
-    reexport_paths,
-    settings_from_env,
-)
+from .discovery import HandlerInfo
 
 __all__ = [
-    "Finding",
     "Scan",
     "Site",
-    "cross_check",
-    "diagnose",
+    "closest",
+    "did_you_mean",
     "iter_python_files",
     "matches",
     "scan_app",
+    "unsubscribed_emit",
 ]
 
 EMITTERS = frozenset({"emit", "emit_nowait", "emit_after_response"})
@@ -228,138 +211,22 @@ def matches(name: str, exact: set[str], patterns: Iterable[str]) -> bool:
     return name in exact or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-# ====================================================================== doctor's findings
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One line of ``doctor``'s report."""
-
-    level: str  # "ok" | "warning" | "error"
-    message: str
-    location: str | None = None
-
-    def to_json(self) -> dict[str, str | None]:
-        return {"level": self.level, "location": self.location, "message": self.message}
+def closest(name: str, subscribed: Iterable[str], count: int = 1) -> list[str]:
+    """The subscribed names ``name`` was most likely meant to be (a typo's fix)."""
+    return difflib.get_close_matches(name, sorted(set(subscribed)), n=count, cutoff=0.75)
 
 
-def cross_check(handlers: list[HandlerInfo], scan: Scan) -> list[Finding]:
-    """Emitted names no subscription reaches (errors); exact subscriptions nothing emits
-    (warnings)."""
+def did_you_mean(names: list[str]) -> str:
+    """`` (did you mean 'a' or 'b'?)``, or nothing without a name to suggest."""
+    return f" (did you mean {' or '.join(map(repr, names))}?)" if names else ""
+
+
+def unsubscribed_emit(name: str, handlers: list[HandlerInfo]) -> str | None:
+    """Why emitting ``name`` would reach no handler of the app, or None when one matches."""
     exact = {h.event for h in handlers if not h.is_pattern}
-    exact.update(site.name for site in (*scan.subscribed, *scan.undiscovered))
-    patterns = sorted({h.event for h in handlers if h.is_pattern})
-    findings = [_summary(scan)]
-    findings += [
-        _unsubscribed(site, exact)
-        for site in scan.emitted
-        if not matches(site.name, exact, patterns)
-    ]
-    emitted = {site.name for site in scan.emitted}
-    findings.extend(
-        _unemitted(h, scan) for h in handlers if not h.is_pattern and h.event not in emitted
+    if matches(name, exact, (h.event for h in handlers if h.is_pattern)):
+        return None
+    hint = did_you_mean(closest(name, exact, count=3)) or (
+        f" (`fastapi-opinionated-eventbus handlers` lists the {len(exact)} subscribed names)"
     )
-    findings.extend(_undiscovered(site) for site in scan.undiscovered)
-    findings.extend(
-        Finding("warning", f"not scanned: {s.name}", s.location) for s in scan.unparsable
-    )
-    return findings
-
-
-def _summary(scan: Scan) -> Finding:
-    computed = f" ({len(scan.computed)} with computed names not checked)" if scan.computed else ""
-    return Finding("ok", f"{len(scan.emitted)} emit(s) found in {scan.files} file(s){computed}")
-
-
-def _unsubscribed(site: Site, exact: set[str]) -> Finding:
-    close = difflib.get_close_matches(site.name, sorted(exact), n=1, cutoff=0.75)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return Finding(
-        "error", f"{site.name!r} is emitted but no handler subscribes to it{hint}", site.location
-    )
-
-
-def _unemitted(handler: HandlerInfo, scan: Scan) -> Finding:
-    caveat = (
-        f"; {len(scan.computed)} emit(s) with computed names were not checked"
-        if scan.computed
-        else ""
-    )
-    return Finding(
-        "warning",
-        f"{handler.handler} subscribes to {handler.event!r} but nothing emits it{caveat}",
-        handler.location,
-    )
-
-
-def _undiscovered(site: Site) -> Finding:
-    return Finding(
-        "warning",
-        f"@OnInternalEvent({site.name!r}) is outside app/domains: the core does not import "
-        "this module, so the handler runs only if something imports it before startup",
-        site.location,
-    )
-
-
-# ====================================================================== doctor's checks
-def diagnose(root: Path, exclude: Iterable[str] = ()) -> list[Finding]:
-    """Every check of ``doctor``, in the order it reports them."""
-    findings = _check_plugin(root)
-    settings, found = _check_settings()
-    findings += found
-    infos, found = _check_handlers(root)
-    findings += found
-    if settings is not None and settings.backend == "redis":
-        findings += _check_redis(root, settings)
-    if infos is not None:
-        typed = {h.schema_class: h.event for h in infos if h.schema_class}
-        findings += cross_check(infos, scan_app(root, typed, exclude))
-    return findings
-
-
-def _check_plugin(root: Path) -> list[Finding]:
-    listed = enabled_plugins(root)
-    if not plugin_enabled(listed):
-        return [Finding("error", f"the EventBus plugin is not enabled: run `{ENABLE_COMMAND}`")]
-    findings = [Finding("ok", f"plugin enabled in {ENABLED_FILE}")]
-    for path in reexport_paths(listed):
-        findings.append(
-            Finding(
-                "warning",
-                f"{path!r} is a re-export: the core ignores App.configurePlugin options "
-                f"given for it; list {PLUGIN_PATH!r} instead",
-                str(ENABLED_FILE),
-            )
-        )
-    return findings
-
-
-def _check_settings() -> tuple[BusSettings | None, list[Finding]]:
-    try:
-        settings = settings_from_env()
-    except CliError as exc:
-        return None, [Finding("error", str(exc))]
-    return settings, [Finding("ok", f"backend: {settings.backend}")]
-
-
-def _check_handlers(root: Path) -> tuple[list[HandlerInfo] | None, list[Finding]]:
-    try:
-        infos = discover_handlers(root)
-    except CliError as exc:
-        # Without the handlers, every emit would look unsubscribed: skip the cross-check.
-        return None, [Finding("error", str(exc))]
-    if not infos:
-        return infos, [Finding("warning", "no @OnInternalEvent handler found under app/domains")]
-    return infos, [Finding("ok", f"{len(infos)} handler(s) discovered under app/domains")]
-
-
-def _check_redis(root: Path, settings: BusSettings) -> list[Finding]:
-    problem = asyncio.run(ping_redis(settings.redis_url))
-    if problem is not None:
-        return [Finding("error", problem)]
-    findings = [Finding("ok", f"Redis at {mask_url(settings.redis_url)} answers PING")]
-    try:
-        title = redis_app_name(root, settings)
-    except CliError as exc:
-        return [*findings, Finding("warning", f"the CLI {exc}")]
-    prefix = settings.redis_prefix or default_prefix(title or "")
-    findings.append(Finding("ok", f"the app's Redis keys: {{{prefix}}}:*"))
-    return findings
+    return f"no handler subscribes to {name!r}, so nothing was emitted{hint}"
