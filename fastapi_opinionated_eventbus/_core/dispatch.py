@@ -380,20 +380,32 @@ class Dispatcher:
             call = self.executor.submit(context.run, handler, *event._args)
         if sub.timeout is None:
             result = await asyncio.wrap_future(call)
-        else:
-            try:
-                async with asyncio.timeout(sub.timeout):
-                    result = await asyncio.wrap_future(call)
-            except TimeoutError as exc:
+            if inspect.isawaitable(result):
+                # An async function behind a plain (non-async) decorator: finish it here, on
+                # the loop, instead of dropping an unawaited coroutine.
+                await result
+            return
+        # One deadline for the thread and for a coroutine it may return: the timeout covers
+        # the handler's whole run.
+        timeout = asyncio.timeout(sub.timeout)
+        try:
+            async with timeout:
+                result = await asyncio.wrap_future(call)
+                if inspect.isawaitable(result):
+                    await result
+        except TimeoutError as exc:
+            if not call.done():
                 self._abandon(call)
                 raise HandlerTimeout(
                     f"sync handler {sub.name} timed out after {sub.timeout}s; a thread cannot "
                     "be killed, so it was abandoned and keeps its worker thread until it returns"
                 ) from exc
-        if inspect.isawaitable(result):
-            # An async function behind a plain (non-async) decorator: finish it here, on the
-            # loop, instead of dropping an unawaited coroutine.
-            await result
+            if not timeout.expired():
+                raise  # the handler's own TimeoutError
+            raise HandlerTimeout(
+                f"handler {sub.name} timed out after {sub.timeout}s: the coroutine it returned "
+                "was cancelled"
+            ) from exc
 
     def _abandon(self, call: Future[Any]) -> None:
         if call.done():
