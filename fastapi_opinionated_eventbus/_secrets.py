@@ -9,9 +9,9 @@ that happens to echo it), so nothing that the backend logs or raises can leak it
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, unquote, urlencode
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-__all__ = ["MASK", "mask_url", "scrub", "secrets_of"]
+__all__ = ["MASK", "mask_url", "scrub", "secrets_of", "url_problem"]
 
 MASK = "***"
 
@@ -90,3 +90,27 @@ def scrub(text: str, url: str) -> str:
     for secret in secrets_of(url):
         text = text.replace(secret, MASK)
     return text
+
+
+def url_problem(url: str) -> str | None:
+    """What is malformed in a server URL, said without quoting any part of it; None when
+    it parses the way clients will read it.
+
+    A password with an unencoded ``/``, ``?``, ``#`` or ``@`` makes a URL parser read part
+    of it as the path, query, fragment or host, and the parser's error then quotes that
+    part (e.g. "Port could not be cast to integer value as 'TOPSECRET'"): never echo it.
+    """
+    _, userinfo, _ = _split_userinfo(url)
+    if userinfo is not None and any(char in userinfo for char in "/?#@"):
+        return (
+            "its user info (user name or password) contains an unencoded '/', '?', '#' or "
+            "'@': percent-encode the password, e.g. urllib.parse.quote(password, safe='')"
+        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        return "its port is not a number between 0 and 65535"
+    if parts.scheme != "unix" and not parts.hostname:
+        return "it names no host"
+    return None

@@ -6,7 +6,11 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi_opinionated_eventbus import HandlerTimeout
+import pytest
+from support import AppDir, Factory
+
+from fastapi_opinionated_eventbus import ConfigurationError, HandlerTimeout
+from fastapi_opinionated_eventbus.backends.redis.connection import make_client
 from fastapi_opinionated_eventbus.testing import started_bus
 
 
@@ -31,3 +35,38 @@ async def test_timeout_covers_the_coroutine_a_sync_callable_returns() -> None:
     [failure] = result.failures
     assert isinstance(failure.exception, HandlerTimeout)
     assert "coroutine it returned" in str(failure.exception)
+
+
+# ---------------------------------------------------------------- 3. mis-encoded URLs
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:TOPSECRET/tail@localhost:6379/0",  # '/' in the password
+        "redis://:TOP#SECRET@localhost:6379/0",  # '#'
+        "redis://:TOP?SECRET@localhost:6379/0",  # '?'
+        "redis://user:TOP@SECRET@localhost:6379/0",  # '@'
+        "redis://:TOPSECRET@localhost:port/0",  # not a port
+    ],
+)
+def test_a_mis_encoded_redis_url_never_shows_a_piece_of_its_password(
+    app_dir: AppDir, eventbus_app_factory: Factory, url: str
+) -> None:
+    root = app_dir({"orders/handlers.py": ""})
+    with pytest.raises(ConfigurationError) as refused:
+        eventbus_app_factory(root, backend="redis", redis_url=url)
+    message = str(refused.value)
+    assert "redis_url" in message and "is not a valid URL" in message
+    for fragment in ("TOP", "SECRET", "tail"):
+        assert fragment not in message
+
+
+def test_a_client_for_a_mis_encoded_url_is_refused_without_the_parser_text() -> None:
+    """The backend's own client factory (settings are not its only caller: the CLI and
+    tests build clients too) never quotes redis-py's parser."""
+    url = "redis://:TOPSECRET/tail@localhost:6379/0"
+    with pytest.raises(ValueError) as refused:
+        make_client(url, connect_timeout=1.0)
+    message = str(refused.value)
+    assert "TOP" not in message and "SECRET" not in message and "tail" not in message
+    assert "redis://:***@localhost:6379/0" in message
+    assert "percent-encode" in message

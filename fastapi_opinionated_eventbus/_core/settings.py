@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .._secrets import mask_url
+from .._secrets import mask_url, url_problem
 from .errors import ConfigurationError
 from .retry import RetryPolicy
 
@@ -121,6 +121,9 @@ class BusSettings(BaseSettings):
             raise ValueError(
                 f"must start with redis://, rediss:// (TLS) or unix://, not {scheme!r}"
             )
+        problem = url_problem(url)
+        if problem is not None:
+            raise ValueError(f"is not a valid URL: {problem}")
         return url
 
     @field_validator("outbox_url")
