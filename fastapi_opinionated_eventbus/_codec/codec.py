@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .._core.envelope import EventEnvelope
+from .._core.envelope import EventEnvelope, check_identity
 from .._core.errors import EventSerializationError
 from .models import NotCarried, dump_model
 from .registry import TypeRegistry, known_types, stable_name
@@ -238,6 +238,10 @@ class Codec:
         except (AttributeError, KeyError) as exc:
             problem = f"{type(exc).__name__}: {clipped(str(exc))}"
             raise MalformedEntry(f"body is not an event: {problem}") from None
+        try:
+            check_identity(name, event_id, cid, chain)
+        except ValueError as exc:
+            raise MalformedEntry(str(exc)) from None
         return EventEnvelope(
             name,
             tuple(args),

@@ -10,9 +10,17 @@ from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any
 
+from .correlation import is_valid_correlation_id
 from .errors import NoCurrentEvent
 
-__all__ = ["EventEnvelope", "current_event", "current_var", "new_envelope", "reset_current"]
+__all__ = [
+    "EventEnvelope",
+    "check_identity",
+    "current_event",
+    "current_var",
+    "new_envelope",
+    "reset_current",
+]
 
 
 def _new_process_prefix() -> str:
@@ -210,3 +218,33 @@ def current_event() -> EventEnvelope:
             "while a handler subscribed with @OnInternalEvent (or bus.subscribe) runs."
         )
     return event
+
+
+_MAX_ID_LENGTH = 256
+
+
+def check_identity(
+    name: str, event_id: str, correlation_id: str | None, chain: tuple[str, ...] | list[str]
+) -> None:
+    """Refuse (ValueError) an event received from outside whose name, id, correlation id
+    or chain could not have been emitted here: each of them reaches log lines as it is.
+
+    The message never quotes the bad value.
+    """
+    for what, text in (("event name", name), *(("chain entry", c) for c in chain)):
+        if not text or text.strip() != text or not text.isprintable():
+            raise ValueError(
+                f"its {what} is empty, has surrounding spaces or holds control characters"
+            )
+    if not (0 < len(event_id) <= _MAX_ID_LENGTH and event_id.isprintable()) or any(
+        char.isspace() for char in event_id
+    ):
+        raise ValueError(
+            f"its event id is empty, longer than {_MAX_ID_LENGTH} characters, or holds spaces "
+            "or control characters"
+        )
+    if correlation_id is not None and not is_valid_correlation_id(correlation_id):
+        raise ValueError(
+            "its correlation id is not one this bus writes (at most 128 characters of "
+            "A-Z a-z 0-9 . _ : -)"
+        )

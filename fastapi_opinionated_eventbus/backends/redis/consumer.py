@@ -26,7 +26,7 @@ from ..._codec import MalformedEntry
 from ..._core.dead_letters import DeadLetter
 from ..._core.settings import BusSettings
 from ..._secrets import mask_url
-from ..._text import as_text
+from ..._text import as_text, loggable
 from .connection import (
     BLOCK_SECONDS,
     Backoff,
@@ -352,9 +352,10 @@ class GroupConsumer(StreamReader):
         )
         letter = self._dead.entry(fields, source_id=entry_id, reason=reason, deliveries=deliveries)
         await self._store(lambda: self._dead.add([letter]))
+        name, event_id = loggable(fields.get(b"name", b"?")), loggable(fields.get(b"id", b"?"))
         logger.error(
-            f"Event {as_text(fields.get(b'name', b'?'))!r} (id={as_text(fields.get(b'id', b'?'))}, "
-            f"entry {as_text(entry_id)}) moved to the dead-letter stream {self._dead.key}: {reason}"
+            f"Event {name!r} (id={event_id}, entry {as_text(entry_id)}) moved to the "
+            f"dead-letter stream {self._dead.key}: {reason}"
         )
 
     async def _reject(
