@@ -12,7 +12,16 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["CountingCollector", "FanOutCollector", "MetricsCollector", "PrometheusCollector"]
+__all__ = [
+    "OTHER_EVENTS",
+    "CountingCollector",
+    "FanOutCollector",
+    "MetricsCollector",
+    "PrometheusCollector",
+]
+
+OTHER_EVENTS = "__other__"
+"""The ``event`` label of every name beyond ``max_event_names``."""
 
 
 @runtime_checkable
@@ -142,7 +151,12 @@ class PrometheusCollector:
     never clash; pass ``registry=prometheus_client.REGISTRY`` to share the global one.
     """
 
-    def __init__(self, registry: Any = None, namespace: str = "eventbus") -> None:
+    def __init__(
+        self, registry: Any = None, namespace: str = "eventbus", *, max_event_names: int = 500
+    ) -> None:
+        if max_event_names < 1:
+            raise ValueError(f"max_event_names must be >= 1, got {max_event_names!r}")
+        self._max_event_names = max_event_names
         try:
             import prometheus_client as prom
         except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -198,6 +212,7 @@ class PrometheusCollector:
             "background_in_flight", "Background events in flight", namespace=ns, registry=reg
         )
         self._emitted_by: dict[str, Any] = {}
+        self._lost_by: dict[str, Any] = {}
         self._by_handler: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
         self._redis_pending = prom.Gauge(
             "redis_pending_entries",
@@ -209,12 +224,23 @@ class PrometheusCollector:
         self._outbox_gauges: tuple[Any, Any] | None = None
 
     # labels() takes a lock and builds a key on every call: the labelled children are looked
-    # up once and kept (cardinality is bounded by subscriptions and emitted names).
+    # up once and kept. Handler series are bounded by the subscriptions; event-labelled ones
+    # by max_event_names (the first names seen get a series each, later ones share one).
     def emitted(self, event: str) -> None:
         child = self._emitted_by.get(event)
         if child is None:
-            child = self._emitted_by[event] = self._emitted.labels(event)
+            child = self._event_series(self._emitted, self._emitted_by, event)
         child.inc()
+
+    def _event_series(self, counter: Any, series: dict[str, Any], event: str) -> Any:
+        if len(series) < self._max_event_names:
+            child = series[event] = counter.labels(event)
+            return child
+        # An app emitting unbounded distinct names (ids in names...) keeps bounded series.
+        other = series.get(OTHER_EVENTS)
+        if other is None:
+            other = series[OTHER_EVENTS] = counter.labels(OTHER_EVENTS)
+        return other
 
     def _handler_series(self, subscription: str, handler: str) -> tuple[Any, Any, Any]:
         key = (subscription, handler)
@@ -244,7 +270,10 @@ class PrometheusCollector:
         self._dead.labels(subscription, handler).inc()
 
     def lost(self, event: str) -> None:
-        self._lost.labels(event).inc()
+        child = self._lost_by.get(event)
+        if child is None:
+            child = self._event_series(self._lost, self._lost_by, event)
+        child.inc()
 
     def watch(self, in_flight: Callable[[], int], redis_pending: Callable[[], int]) -> None:
         self._in_flight.set_function(in_flight)
@@ -285,12 +314,12 @@ class PrometheusCollector:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-def build_collector(option: Any) -> MetricsCollector | None:
+def build_collector(option: Any, *, max_event_names: int = 500) -> MetricsCollector | None:
     """The ``metrics`` plugin option: None, "prometheus", or a collector instance."""
     if option is None:
         return None
     if option == "prometheus":
-        return PrometheusCollector()
+        return PrometheusCollector(max_event_names=max_event_names)
     if isinstance(option, MetricsCollector):
         return option
     from ._core.errors import ConfigurationError

@@ -7,9 +7,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from support import AppDir, Factory
 
-from fastapi_opinionated_eventbus import ConfigurationError, HandlerTimeout
+from fastapi_opinionated_eventbus import ConfigurationError, HandlerTimeout, eventbus_api
 from fastapi_opinionated_eventbus.backends.redis.connection import make_client
 from fastapi_opinionated_eventbus.testing import started_bus
 
@@ -70,3 +71,28 @@ def test_a_client_for_a_mis_encoded_url_is_refused_without_the_parser_text() -> 
     assert "TOP" not in message and "SECRET" not in message and "tail" not in message
     assert "redis://:***@localhost:6379/0" in message
     assert "percent-encode" in message
+
+
+# ---------------------------------------------------------------- 6. metric cardinality
+def _series(text: str, metric: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(f"{metric}{{")]
+
+
+def test_event_labels_are_bounded_whatever_names_are_emitted(
+    app_dir: AppDir, eventbus_app_factory: Factory
+) -> None:
+    """210,000 dynamic names made 210,000 series (+150 MB): the first
+    metrics_max_event_names names get a series each, the rest share event="__other__"."""
+    root = app_dir({"orders/handlers.py": ""})
+    app = eventbus_app_factory(
+        root, metrics="prometheus", metrics_path="/metrics", metrics_max_event_names=20
+    )
+    with TestClient(app) as client:
+        bus = eventbus_api()
+        for n in range(1_000):
+            bus.emit_nowait(f"order.{n}.paid")  # an id in the name, a common mistake
+        text = client.get("/metrics").text
+    emitted = _series(text, "eventbus_events_emitted_total")
+    assert len(emitted) == 21
+    assert 'eventbus_events_emitted_total{event="__other__"} 980.0' in emitted
+    assert 'eventbus_events_emitted_total{event="order.0.paid"} 1.0' in emitted

@@ -76,7 +76,8 @@ class EventBus:
         # Observation: metrics, tracing, taps. Off by default; when all are off, emit reads
         # one flag (_observed) and nothing else.
         self.counters = CountingCollector() if s.introspection_path else None
-        collectors = [c for c in (build_collector(s.metrics), self.counters) if c is not None]
+        prometheus = build_collector(s.metrics, max_event_names=s.metrics_max_event_names)
+        collectors = [c for c in (prometheus, self.counters) if c is not None]
         self._metrics: MetricsCollector | None = None
         if len(collectors) == 1:
             self._metrics = collectors[0]

@@ -92,6 +92,10 @@ class BusSettings(BaseSettings):
     # ---------------------------------------------------------------- observability
     metrics: Any = None
     """``"prometheus"`` or a collector instance (see observability); None: no metrics."""
+    metrics_max_event_names: int = Field(500, gt=0)
+    """Event names that get their own ``event`` label (emitted, lost); later ones are
+    counted under ``event="__other__"``, so dynamic names cannot grow the series without
+    bound."""
     metrics_path: str | None = None
     """Mount the Prometheus text endpoint here (e.g. ``/metrics``)."""
     tracing: bool = False
