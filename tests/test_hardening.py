@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -96,3 +98,74 @@ def test_event_labels_are_bounded_whatever_names_are_emitted(
     assert len(emitted) == 21
     assert 'eventbus_events_emitted_total{event="__other__"} 980.0' in emitted
     assert 'eventbus_events_emitted_total{event="order.0.paid"} 1.0' in emitted
+
+
+# ---------------------------------------------------------------- 5. exact accounting
+async def test_shutdown_accounting_is_exact_and_lost_means_lost() -> None:
+    """handled + lost + abandoned + unconfirmed = emitted, and each count is what really
+    happened: a handler that swallows its cancellation and finishes was handled, one
+    that keeps running was abandoned, a sync handler still in its thread was abandoned;
+    only the interrupted one was lost."""
+    completed: list[str] = []
+    release = threading.Event()
+    stubborn_release = asyncio.Event()
+
+    async def quick(n: int) -> None:
+        completed.append(f"quick{n}")
+
+    async def interrupted() -> None:
+        await asyncio.sleep(3600)
+        completed.append("interrupted")
+
+    async def swallows_then_finishes() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # ignores shutdown's cancellation
+            await asyncio.sleep(3600)
+        completed.append("swallowed")  # ... and finishes right away
+
+    async def keeps_running() -> None:
+        while not stubborn_release.is_set():
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                continue
+        completed.append("stubborn")
+
+    def in_thread() -> None:
+        release.wait(10)
+        completed.append("thread")
+
+    async with started_bus() as bus:
+        for name, handler in [
+            ("quick", quick),
+            ("interrupted", interrupted),
+            ("swallows", swallows_then_finishes),
+            ("stubborn", keeps_running),
+            ("thread", in_thread),
+        ]:
+            bus.subscribe(name, handler)
+        for n in range(5):
+            bus.emit_nowait("quick", n)
+        for name in ("interrupted", "swallows", "stubborn", "thread"):
+            bus.emit_nowait(name)
+        await asyncio.sleep(0.05)  # everything started
+        lost = await asyncio.wait_for(bus.shutdown(timeout=0.2), 10)
+        report = (await bus.health())["background"]
+        done_at_shutdown = list(completed)
+        release.set()
+        stubborn_release.set()
+        await asyncio.sleep(0.2)
+
+    assert lost == 1
+    assert report == {
+        "emitted": 9,
+        "handled": 6,
+        "lost": 1,
+        "abandoned": 2,
+        "unconfirmed": 0,
+        "pending": 0,
+    }
+    # Reality: what was counted handled had completed, the lost one never did, and the
+    # abandoned ones completed later.
+    assert sorted(done_at_shutdown) == sorted([f"quick{n}" for n in range(5)] + ["swallowed"])
+    assert "interrupted" not in completed
+    assert {"thread", "stubborn"} <= set(completed)

@@ -47,6 +47,10 @@ __all__ = ["EventBus"]
 
 logger = ns_logger("EventBus")
 
+# What the backend's stop() gets when shutdown's time is up: enough to send the
+# acknowledgements of what was handled.
+_STOP_FLOOR_SECONDS = 1.0
+
 
 class EventBus:
     """An event bus bound to one backend (``local`` by default: handlers run here).
@@ -390,7 +394,9 @@ class EventBus:
             try:
                 self._background.submit(envelope, plan, context)
             except (EventBusClosed, EventBusOverloaded) as exc:
-                self._background.count_lost(envelope, f"not dispatched after the response: {exc}")
+                self._background.count_refused(
+                    envelope, f"not dispatched after the response: {exc}"
+                )
 
     def _refuse(self, event: str) -> None:
         if self._state is Lifecycle.CLOSED:
@@ -468,8 +474,20 @@ class EventBus:
 
     @property
     def lost_events(self) -> int:
-        """Background events cancelled, refused or unpublished at shutdown (each logged)."""
+        """Background events that never ran to their end: cancelled before they could,
+        refused after the response, not accepted by the broker (each logged)."""
         return self._background.lost
+
+    @property
+    def abandoned_events(self) -> int:
+        """Background events still running when shutdown gave up on them (each logged):
+        a sync handler in its worker thread, a handler that ignores cancellation."""
+        return self._background.abandoned
+
+    @property
+    def unconfirmed_events(self) -> int:
+        """Background events that may have reached the broker, unconfirmed (each logged)."""
+        return self._background.unconfirmed
 
     async def drain(self, timeout: float | None = None) -> int:
         """Wait until every background event has finished, or ``timeout`` seconds passed.
@@ -503,7 +521,11 @@ class EventBus:
         in-flight work finish for up to ``timeout`` seconds (default: the
         ``shutdown_timeout`` option), then cancel and report what is left.
 
-        Returns the number of events lost, each of which is logged by name and id.
+        Every stage is bounded: it returns within ``timeout`` plus at most a few seconds
+        of unwinding, whatever the handlers do. Each background event not handled is
+        logged by name and id as lost (it never ran to its end), abandoned (it runs on,
+        unobserved: a sync handler in its thread, a handler that ignores cancellation) or
+        unconfirmed (it may have reached the broker). Returns the number lost.
         """
         if self._state is Lifecycle.OPEN:
             self._state = Lifecycle.DRAINING
@@ -511,24 +533,37 @@ class EventBus:
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+
+        def remaining() -> float:
+            return max(0.0, deadline - loop.time())
+
         if self._outbox is not None:
             # First: the relay's batches in flight still dispatch into the backend.
-            await self._outbox.stop(timeout)
+            await self._outbox.stop(remaining())
         # Take no new received events, then let the handlers running now finish: they may
         # still emit, and their events are drained below.
         await self._backend.pause()
-        await self._backend.settle(timeout)
-        remaining = await self.drain(max(0.0, deadline - loop.time()))
-        lost = await self._background.cancel_all() if remaining else []
+        await self._backend.settle(remaining())
+        left = await self.drain(remaining())
+        interrupted = await self._background.cancel_all() if left else None
         self._background.state = Lifecycle.CLOSED
-        await self._backend.stop(max(0.0, deadline - loop.time()))
-        if lost:
-            logger.error(
-                f"Shutdown: {len(lost)} background event(s) did not finish within {timeout}s "
-                "and were cancelled: "
-                + ", ".join(e.describe() for e in sorted(lost, key=_emitted_at))
-            )
-        return len(lost)
+        # The backend gets a moment even when the time is up: acknowledging what was
+        # handled spares those events a second delivery.
+        await self._backend.stop(max(remaining(), _STOP_FLOOR_SECONDS))
+        if interrupted is None:
+            return 0
+        for what, events, log in (
+            ("were cancelled and lost", interrupted.lost, logger.error),
+            ("were abandoned, still running", interrupted.abandoned, logger.warning),
+            ("may have reached the broker, unconfirmed", interrupted.unconfirmed, logger.warning),
+        ):
+            if events:
+                log(
+                    f"Shutdown: {len(events)} background event(s) did not finish within "
+                    f"{timeout}s and {what}: "
+                    + ", ".join(e.describe() for e in sorted(events, key=_emitted_at))
+                )
+        return len(interrupted.lost)
 
     def close(self) -> None:
         """Clear every subscription and stop; later emits raise EventBusClosed."""
@@ -584,6 +619,14 @@ class EventBus:
             "healthy": self._state is not Lifecycle.CLOSED,
             "pending": self.pending,
             "lost_events": self.lost_events,
+            "background": {
+                "emitted": self._background.accepted,
+                "handled": self._background.handled,
+                "lost": self.lost_events,
+                "abandoned": self.abandoned_events,
+                "unconfirmed": self.unconfirmed_events,
+                "pending": self.pending,
+            },
             "abandoned_threads": self.abandoned_threads,
         }
         report.update(await self._backend.health())

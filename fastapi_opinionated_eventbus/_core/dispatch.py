@@ -24,6 +24,7 @@ from fastapi_opinionated.shared.logger import ns_logger
 from .dead_letters import DeadLetter
 from .envelope import EventEnvelope, current_var, reset_current
 from .errors import HandlerTimeout
+from .interruption import Interruption, note_interruption
 from .registry import Plan, Subscription
 from .results import EmitResult, HandlerFailure, handled_once
 from .stepping import Resumed, start_in
@@ -378,6 +379,16 @@ class Dispatcher:
             )
         else:
             call = self.executor.submit(context.run, handler, *event._args)
+        try:
+            await self._finish_in_thread(sub, call)
+        except asyncio.CancelledError:
+            if not call.done():
+                # Cancelled (shutdown gave up): the thread runs on, the event is abandoned.
+                self._abandon(call)
+                note_interruption(Interruption.ABANDONED)
+            raise
+
+    async def _finish_in_thread(self, sub: Subscription, call: Future[Any]) -> None:
         if sub.timeout is None:
             result = await asyncio.wrap_future(call)
             if inspect.isawaitable(result):

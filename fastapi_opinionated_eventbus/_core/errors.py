@@ -76,4 +76,12 @@ class EventSerializationError(EventBusError, TypeError):
 
 
 class BackendUnavailable(EventBusError, ConnectionError):
-    """The backend did not acknowledge an event within the publish timeout."""
+    """The backend did not acknowledge an event within the publish timeout.
+
+    ``may_be_stored`` is true when the event had left for the broker: it may have been
+    stored although nothing confirmed it (a retry could store it twice).
+    """
+
+    def __init__(self, message: str, *, may_be_stored: bool = False) -> None:
+        super().__init__(message)
+        self.may_be_stored = may_be_stored

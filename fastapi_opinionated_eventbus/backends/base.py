@@ -73,6 +73,9 @@ class StopReport(TypedDict):
 
     cancelled: int
     """Received events whose handlers were cancelled; the broker delivers them again."""
+    abandoned: int
+    """Received events whose handlers kept running after being cancelled (they ignore
+    cancellation): never waited for; the broker delivers them again."""
     unconfirmed: int
     """Publishes in flight whose outcome is unknown: the broker may or may not have them."""
 

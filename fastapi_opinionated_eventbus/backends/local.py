@@ -67,7 +67,7 @@ class LocalBackend:
         pass
 
     async def stop(self, timeout: float) -> StopReport:
-        return StopReport(cancelled=0, unconfirmed=0)
+        return StopReport(cancelled=0, abandoned=0, unconfirmed=0)
 
     @property
     def pending_entries(self) -> int:

@@ -96,7 +96,7 @@ class MemqBackend:
     async def settle(self, timeout: float) -> None: ...
 
     async def stop(self, timeout: float) -> StopReport:
-        return StopReport(cancelled=0, unconfirmed=0)
+        return StopReport(cancelled=0, abandoned=0, unconfirmed=0)
 
     async def health(self) -> MemqHealth:
         offsets = self.directory / "offsets.json"

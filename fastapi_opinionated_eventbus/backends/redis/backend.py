@@ -212,16 +212,17 @@ class RedisStreamsBackend:
         """Within ``timeout`` (at most a few seconds: the bus has drained its own work):
         readers first, since handlers still running may publish events of their own; then
         the publisher; then the connection."""
-        report = StopReport(cancelled=0, unconfirmed=0)
+        report = StopReport(cancelled=0, abandoned=0, unconfirmed=0)
         client = self._client
         if client is None:
             return report
         grace = min(timeout, _STOP_GRACE)
         try:
-            if self._broadcast is not None:
-                report["cancelled"] += await self._broadcast.stop(grace)
-            if self._consumer is not None:
-                report["cancelled"] += await self._consumer.stop(grace)
+            for reader in (self._broadcast, self._consumer):
+                if reader is not None:
+                    cancelled, abandoned = await reader.stop(grace)
+                    report["cancelled"] += cancelled
+                    report["abandoned"] += abandoned
             if self._publisher is not None:
                 report["unconfirmed"] += await self._publisher.close(grace)
         finally:

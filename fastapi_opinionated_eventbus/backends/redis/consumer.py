@@ -92,23 +92,29 @@ class GroupConsumer(StreamReader):
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
 
-    async def stop(self, grace: float) -> int:
+    async def stop(self, grace: float) -> tuple[int, int]:
         """Stop reading; give in-flight handlers ``grace`` seconds, then cancel them
         (their entries stay pending and are delivered again); flush acks. Returns how
-        many were cancelled."""
+        many were cancelled, and how many still ran after that (abandoned)."""
         await self.pause()
-        cancelled = await self._finish_running(grace)
+        cancelled, abandoned = await self._finish_running(grace)
         if cancelled:
             logger.warning(
                 f"Shutdown: {cancelled} event(s) still being handled after {grace}s were "
                 "cancelled; they stay pending in Redis and will be delivered again"
+            )
+        if abandoned:
+            logger.error(
+                f"Shutdown: {abandoned} event(s) kept running after being cancelled (a handler "
+                "that ignores cancellation?) and were abandoned; they stay pending in Redis "
+                "and will be delivered again"
             )
         if self._refresher is not None:
             self._refresher.cancel()
             await asyncio.gather(self._refresher, return_exceptions=True)
             self._refresher = None
         await self._acks.stop(grace)
-        return cancelled
+        return cancelled, abandoned
 
     # ------------------------------------------------------------------ reading
     def _has_handlers(self) -> bool:

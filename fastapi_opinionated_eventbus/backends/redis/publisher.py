@@ -17,8 +17,10 @@ from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
 from ..._core.errors import BackendUnavailable
+from ..._core.interruption import Interruption, note_interruption
 from ..._secrets import mask_url
 from .connection import Backoff, describe_error, is_transient
+from .reader import UNWIND_SECONDS
 
 __all__ = ["Publisher"]
 
@@ -43,6 +45,8 @@ class Publisher:
         # them all (an asyncio.timeout per emit would cost more than the rest of it).
         self._waiting: deque[tuple[float, asyncio.Future[bytes], str]] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        # Publishes whose XADD left at least once: if they fail, they may be stored anyway.
+        self._sent: set[asyncio.Future[bytes]] = set()
 
     async def publish(self, fields: Fields, name: str) -> bytes:
         """Store one entry; its stream id once Redis acknowledged it.
@@ -64,7 +68,10 @@ class Publisher:
                     )
                     return cast("bytes", entry_id)  # decode_responses is off
             except TimeoutError:
-                raise self._timed_out(name) from None
+                raise self._timed_out(name, may_be_stored=True) from None
+            except asyncio.CancelledError:
+                note_interruption(Interruption.UNCONFIRMED)  # the XADD had left
+                raise
             except Exception as exc:
                 if not is_transient(exc):
                     raise self._error(exc) from None
@@ -77,7 +84,14 @@ class Publisher:
         if self._flusher is None:
             # Eager: the first XADD leaves now, without a trip through the scheduler.
             self._flusher = asyncio.Task(self._flush(), loop=loop, eager_start=True)
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future in self._sent:
+                note_interruption(Interruption.UNCONFIRMED)
+            raise
+        finally:
+            self._sent.discard(future)
 
     def _wait_until(self, deadline: float, future: asyncio.Future[bytes], name: str) -> None:
         """Keep the waiters in deadline order: a direct publish that failed late carries an
@@ -101,7 +115,7 @@ class Publisher:
         while waiting and (waiting[0][1].done() or waiting[0][0] <= now):
             _, future, name = waiting.popleft()
             if not future.done():
-                future.set_exception(self._timed_out(name))
+                future.set_exception(self._timed_out(name, may_be_stored=future in self._sent))
         if waiting:
             self._timer = loop.call_at(waiting[0][0], self._expire)
 
@@ -114,6 +128,7 @@ class Publisher:
                 self._buffer = []
                 if not batch:
                     continue
+                self._sent.update(future for _, future in batch)
                 try:
                     results = await self._send(batch)
                 except Exception as exc:
@@ -163,10 +178,12 @@ class Publisher:
         # Per-command errors (e.g. OOM) come back as results, failing only their event.
         return await pipe.execute(raise_on_error=False)
 
-    def _timed_out(self, name: str) -> BackendUnavailable:
+    def _timed_out(self, name: str, *, may_be_stored: bool) -> BackendUnavailable:
+        sent = " (it was sent: it may have been stored)" if may_be_stored else ""
         return BackendUnavailable(
-            f"Redis at {mask_url(self._url)} did not store event {name!r} within "
-            f"publish_timeout={self._timeout}s"
+            f"Redis at {mask_url(self._url)} did not confirm event {name!r} within "
+            f"publish_timeout={self._timeout}s{sent}",
+            may_be_stored=may_be_stored,
         )
 
     def _error(self, exc: BaseException) -> BackendUnavailable:
@@ -176,34 +193,33 @@ class Publisher:
 
     async def close(self, timeout: float) -> int:
         """Let what is in flight finish (up to ``timeout``), then fail what is left;
-        return how many publishes had to be failed."""
+        return how many of those had been sent (they may be stored: unconfirmed)."""
         flusher = self._flusher
         if flusher is not None:
             await asyncio.wait([flusher], timeout=timeout)
             if not flusher.done():
                 flusher.cancel()
-                await asyncio.gather(flusher, return_exceptions=True)
-        stopped = BackendUnavailable(f"the Redis backend ({mask_url(self._url)}) stopped")
-        failed = _fail(self._buffer, stopped)
-        for _, future, _ in self._waiting:
+                await asyncio.wait([flusher], timeout=UNWIND_SECONDS)
+        where = f"the Redis backend ({mask_url(self._url)}) stopped"
+        unconfirmed = 0
+        for future in [f for _, f in self._buffer] + [f for _, f, _ in self._waiting]:
             if not future.done():
-                future.set_exception(stopped)
-                failed += 1
+                sent = future in self._sent
+                unconfirmed += sent
+                state = " after sending the event: it may have been stored" if sent else ""
+                future.set_exception(BackendUnavailable(where + state, may_be_stored=sent))
         self._buffer = []
         self._waiting.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        return failed
+        return unconfirmed
 
 
-def _fail(batch: list[tuple[Fields, asyncio.Future[bytes]]], error: Exception) -> int:
-    failed = 0
+def _fail(batch: list[tuple[Fields, asyncio.Future[bytes]]], error: Exception) -> None:
     for _, future in batch:
         if not future.done():
             future.set_exception(error)
-            failed += 1
-    return failed
 
 
 def _redis(fields: Fields) -> dict[FieldT, EncodableT]:

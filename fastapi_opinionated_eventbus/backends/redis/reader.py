@@ -14,7 +14,10 @@ from ..base import BackendPort
 from .dead import DeadLetterStream
 from .flow import Capacity
 
-__all__ = ["StreamReader"]
+__all__ = ["UNWIND_SECONDS", "StreamReader"]
+
+# How long cancelled handlers get to unwind at shutdown before they are abandoned.
+UNWIND_SECONDS = 1.0
 
 
 class StreamReader:
@@ -49,13 +52,16 @@ class StreamReader:
         """The tasks of the entries being handled now."""
         return set(self._tasks)
 
-    async def _finish_running(self, grace: float) -> int:
-        """Give the running handlers ``grace`` seconds, then cancel the rest; return how
-        many had to be cancelled."""
+    async def _finish_running(self, grace: float) -> tuple[int, int]:
+        """Give the running handlers ``grace`` seconds, then cancel the rest and give them
+        a bounded moment to unwind; return how many were cancelled and how many still ran
+        after that (a handler that ignores cancellation: abandoned, never waited for)."""
         if not self._tasks:
-            return 0
+            return 0, 0
         _, unfinished = await asyncio.wait(set(self._tasks), timeout=grace)
         for task in unfinished:
             task.cancel()
-        await asyncio.gather(*unfinished, return_exceptions=True)
-        return len(unfinished)
+        still_running: set[asyncio.Task[None]] = set()
+        if unfinished:
+            _, still_running = await asyncio.wait(unfinished, timeout=UNWIND_SECONDS)
+        return len(unfinished) - len(still_running), len(still_running)
