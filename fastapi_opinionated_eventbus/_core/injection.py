@@ -87,9 +87,11 @@ class Injection:
         return _params_json(self.params)
 
     def summary(self) -> list[str]:
-        """``parameter <- module:qualname`` per injected parameter, for the CLI's table."""
+        """``repo=Depends(module:qualname)`` (or ``event: EventEnvelope``) per injected
+        parameter, for the CLI's table."""
         return [
-            f"{name} <- {'EventEnvelope' if dep is None else dep.name}" for name, dep in self.params
+            f"{name}: EventEnvelope" if dep is None else f"{name}=Depends({dep.name})"
+            for name, dep in self.params
         ]
 
 
