@@ -696,3 +696,26 @@ async def test_current_event_and_the_injected_envelope_agree_in_sync_dependencie
     assert result.event is not None
     event_id = result.event.id
     assert seen == [(f"{event_id}/{event_id}", event_id, 1)]
+
+
+def get_name() -> str:
+    return "repo"
+
+
+async def test_emitted_arguments_reach_their_parameters_around_injected_ones() -> None:
+    seen: list[tuple[str, str, str, str]] = []
+
+    async def handler(
+        first: str, /, repo: Annotated[str, Depends(get_name)], second: str, third: str = "c"
+    ) -> None:
+        seen.append((first, repo, second, third))
+
+    async with started_bus() as bus:
+        sub = bus.subscribe("x", handler)
+        await bus.emit("x", "a", "b")
+        await bus.emit("x", "a", "b", "d")
+        too_many = await bus.emit("x", "a", "b", "d", "e")
+    assert sub.injection is not None and sub.injection.positional == ("second", "third")
+    assert seen == [("a", "repo", "b", "c"), ("a", "repo", "b", "d")]
+    [failure] = too_many.failures
+    assert "takes 3 emitted positional argument(s) but 4 were emitted" in str(failure.exception)

@@ -80,6 +80,9 @@ class Injection:
     positional: tuple[str, ...] | None
     """When an injected parameter comes before an emitted one, the names emitted
     positional arguments are passed under (else None: they are passed positionally)."""
+    leading: int
+    """With ``positional``: how many positional-only parameters still take the first
+    emitted arguments positionally."""
     signature: inspect.Signature
     """The handler's signature without its injected parameters: what an emit must fill."""
 
@@ -146,6 +149,7 @@ def analyse_handler(handler: Callable[..., Any], name: str) -> Injection | None:
         params=tuple(injected),
         names=frozenset(n for n, _ in injected),
         positional=_positional_names(signature, {n for n, _ in injected}, name),
+        leading=sum(p.kind is p.POSITIONAL_ONLY for p in kept),
         signature=signature.replace(parameters=kept),
     )
 

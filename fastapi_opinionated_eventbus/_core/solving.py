@@ -118,7 +118,7 @@ async def _attempt(sub: Subscription, injection: Injection, run: _Run) -> None:
         values[name] = event if dep is None else await _solve(dep, run)
     args = event._args
     if injection.positional is not None:
-        args = _by_name(injection.positional, args, values, sub)
+        args = _by_name(injection, args, values, sub)
     if event._kwargs:
         values.update(event._kwargs)  # no clash: checked before resolving
     if sub.is_async:
@@ -128,16 +128,18 @@ async def _attempt(sub: Subscription, injection: Injection, run: _Run) -> None:
 
 
 def _by_name(
-    names: tuple[str, ...], args: tuple[Any, ...], values: dict[str, Any], sub: Subscription
+    injection: Injection, args: tuple[Any, ...], values: dict[str, Any], sub: Subscription
 ) -> tuple[Any, ...]:
-    """Emitted positional arguments passed by name: an injected parameter stands before."""
-    if len(args) > len(names):
+    """Emitted positional arguments passed by name (an injected parameter stands before
+    one of them), except those of positional-only parameters."""
+    names, leading = injection.positional or (), injection.leading
+    if len(args) > leading + len(names):
         raise TypeError(
-            f"{sub.name} takes {len(names)} emitted positional argument(s) "
-            f"({', '.join(names)}) but {len(args)} were emitted"
+            f"{sub.name} takes {leading + len(names)} emitted positional argument(s) but "
+            f"{len(args)} were emitted"
         )
-    values.update(zip(names, args, strict=False))
-    return ()
+    values.update(zip(names, args[leading:], strict=False))
+    return args[:leading]
 
 
 async def _call_in_thread(call: Callable[[], Any], threads: Runner) -> None:
