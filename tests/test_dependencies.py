@@ -5,6 +5,7 @@ dispatch path (awaited, background, after response, replay)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from typing import Annotated, Any
@@ -719,3 +720,35 @@ async def test_emitted_arguments_reach_their_parameters_around_injected_ones() -
     assert seen == [("a", "repo", "b", "c"), ("a", "repo", "b", "d")]
     [failure] = too_many.failures
     assert "takes 3 emitted positional argument(s) but 4 were emitted" in str(failure.exception)
+
+
+async def test_an_abandoned_sync_handlers_dependencies_are_torn_down_once_it_returns() -> None:
+    release = threading.Event()
+    log: list[str] = []
+
+    def get_connection() -> Any:
+        log.append("open")
+        try:
+            yield "connection"
+        except HandlerTimeout:
+            log.append("close after the timeout")
+            raise
+
+    def handler(connection: str = Depends(get_connection)) -> None:
+        release.wait(10)
+        log.append(f"handler done with {connection}")
+
+    async with started_bus() as bus:
+        bus.subscribe("x", handler, timeout=0.05)
+        result = await bus.emit("x")
+        [failure] = result.failures
+        assert isinstance(failure.exception, HandlerTimeout)
+        assert log == ["open"]  # the abandoned thread still uses the connection
+        assert bus.abandoned_threads == 1
+        release.set()
+        async with asyncio.timeout(5):  # the late teardown, once the thread returned
+            while True:
+                if len(log) == 3:
+                    break
+                await asyncio.sleep(0.005)
+    assert log == ["open", "handler done with connection", "close after the timeout"]

@@ -15,10 +15,13 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
+
+from fastapi_opinionated.shared.logger import ns_logger
 
 from .envelope import EventEnvelope
 from .errors import HandlerTimeout
@@ -31,6 +34,8 @@ __all__ = ["Overrides", "Runner", "call_with_dependencies", "raised_by"]
 
 Overrides = Callable[[], Mapping[Any, Any] | None]
 """Returns the dependency overrides in force now (the FastAPI app's, read on every run)."""
+
+logger = ns_logger("EventBus")
 
 _NOTE = "eventbus: raised by "
 _MISSING = object()
@@ -50,7 +55,7 @@ class Runner(Protocol):
 class _Run:
     """One run of one handler: the event, the overrides, the cache, the exit stack."""
 
-    __slots__ = ("cache", "event", "overrides", "stack", "threads")
+    __slots__ = ("abandoned", "cache", "event", "overrides", "stack", "threads")
 
     def __init__(
         self, event: EventEnvelope, overrides: Mapping[Any, Any] | None, threads: Runner
@@ -60,6 +65,7 @@ class _Run:
         self.threads = threads
         self.cache: dict[Any, Any] = {}
         self.stack: AsyncExitStack | None = None  # made by the first yield dependency
+        self.abandoned: Future[Any] | None = None  # a sync handler's thread, timed out
 
     async def in_thread(self, call: Callable[[], Any]) -> Any:
         # The copied context carries current_event() into the thread, as for sync handlers.
@@ -94,6 +100,9 @@ async def call_with_dependencies(sub: Subscription, event: EventEnvelope, runner
                 raise HandlerTimeout(_timed_out(sub)) from exc
     except BaseException as exc:
         if run.stack is not None:
+            if run.abandoned is not None and not run.abandoned.done():
+                _tear_down_later(run.stack, exc, run.abandoned, sub)
+                raise
             # Thrown in at each yield, as FastAPI does. A teardown that swallows it does not
             # hide the failure; one that raises another exception replaces it.
             await run.stack.__aexit__(type(exc), exc, exc.__traceback__)
@@ -124,7 +133,7 @@ async def _attempt(sub: Subscription, injection: Injection, run: _Run) -> None:
     if sub.is_async:
         await sub.handler(*args, **values)
         return
-    await _call_in_thread(functools.partial(sub.handler, *args, **values), run.threads)
+    await _call_in_thread(functools.partial(sub.handler, *args, **values), run)
 
 
 def _by_name(
@@ -142,16 +151,56 @@ def _by_name(
     return args[:leading]
 
 
-async def _call_in_thread(call: Callable[[], Any], threads: Runner) -> None:
-    future = threads.executor.submit(contextvars.copy_context().run, call)
+async def _call_in_thread(call: Callable[[], Any], run: _Run) -> None:
+    future = run.threads.executor.submit(contextvars.copy_context().run, call)
     try:
         result = await asyncio.wrap_future(future)
     except asyncio.CancelledError:
-        threads._abandon(future)  # counted in abandoned_threads until it returns
+        run.threads._abandon(future)  # counted in abandoned_threads until it returns
+        run.abandoned = future
         raise
     if inspect.isawaitable(result):
         # An async function behind a plain (non-async) decorator: finish it on the loop.
         await result
+
+
+# A sync handler that timed out runs on in its thread, using what its dependencies gave
+# it: they are torn down once it returns, not under it.
+_late_teardowns: set[asyncio.Task[None]] = set()
+
+
+def _tear_down_later(
+    stack: AsyncExitStack, exc: BaseException, thread: Future[Any], sub: Subscription
+) -> None:
+    loop = asyncio.get_running_loop()
+
+    def returned(_: Future[Any]) -> None:  # in the worker thread
+        try:
+            loop.call_soon_threadsafe(_start_teardown, stack, exc, sub)
+        except RuntimeError:  # the loop is gone (the app stopped): nothing can run it
+            logger.warning(
+                f"The dependencies of sync handler {sub.name} were not torn down: its "
+                "abandoned thread returned after the event loop closed"
+            )
+
+    thread.add_done_callback(returned)
+
+
+def _start_teardown(stack: AsyncExitStack, exc: BaseException, sub: Subscription) -> None:
+    task = asyncio.get_running_loop().create_task(_tear_down(stack, exc, sub))
+    _late_teardowns.add(task)
+    task.add_done_callback(_late_teardowns.discard)
+
+
+async def _tear_down(stack: AsyncExitStack, exc: BaseException, sub: Subscription) -> None:
+    try:
+        await stack.__aexit__(type(exc), exc, exc.__traceback__)
+    except Exception as failed:
+        details = "".join(traceback.format_exception(failed)).rstrip()
+        logger.error(
+            f"The teardown of sync handler {sub.name}'s dependencies, run when its abandoned "
+            f"thread returned, failed: {type(failed).__name__}: {failed}\n{details}"
+        )
 
 
 # ====================================================================== dependencies
