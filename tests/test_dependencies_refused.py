@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import pytest
-from fastapi import Depends
+from fastapi import Depends, Request
 from support import AppDir, Factory
 
 from fastapi_opinionated_eventbus import EventBus
+from fastapi_opinionated_eventbus.testing import started_bus
 
 HANDLER = "app.domains.bad.handlers:handle"
 
@@ -158,8 +159,6 @@ def test_an_unresolvable_signature_is_refused_at_import(
 
 
 def test_subscribe_refuses_the_same_way() -> None:
-    from fastapi import Request
-
     def get_ip(request: Request) -> str:
         return "127.0.0.1"
 
@@ -197,3 +196,33 @@ def test_an_unresolvable_annotation_of_an_emitted_parameter_is_not_an_error() ->
 
     sub = EventBus().subscribe("x", handler)
     assert sub.injection is None and sub.plain
+
+
+def get_ip(request: Request) -> str:
+    return "127.0.0.1"
+
+
+async def test_an_override_that_cannot_be_resolved_fails_the_run_naming_it() -> None:
+    def get_port(port: LocalAlias) -> int:  # type: ignore[name-defined]  # noqa: F821
+        return 80
+
+    async def handler(a: int = Depends(get_a)) -> None:
+        pass
+
+    async with started_bus() as bus:
+        bus.subscribe("x", handler)
+        bus.dependency_overrides[get_a] = get_ip  # overrides are analysed when first used
+        needs_request = await bus.emit("x")
+        bus.dependency_overrides[get_a] = get_port
+        unresolved = await bus.emit("x")
+    override = "the override of dependency test_dependencies_refused:get_a -> dependency "
+    [failure] = needs_request.failures
+    assert isinstance(failure.exception, TypeError)
+    assert str(failure.exception).startswith(
+        f"{override}test_dependencies_refused:get_ip, parameter 'request': it needs a Request"
+    )
+    [failure] = unresolved.failures
+    assert "parameter 'port': nothing can fill it (an event has no query, path or body) " in str(
+        failure.exception
+    )
+    assert "(its annotation 'LocalAlias' does not resolve in its module)" in str(failure.exception)

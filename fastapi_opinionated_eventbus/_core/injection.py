@@ -248,10 +248,15 @@ def analyse_dependency(
         if not injects:
             if param.default is not param.empty:
                 continue  # keeps its default
+            unresolved = (
+                f" (its annotation {annotation!r} does not resolve in its module)"
+                if isinstance(annotation, str)
+                else ""
+            )
             raise TypeError(
-                f"{param_where}: nothing can fill it (an event has no query, path or body): "
-                "give it a default, make it Depends(...), or annotate it EventEnvelope to "
-                "receive the event"
+                f"{param_where}: nothing can fill it (an event has no query, path or body)"
+                f"{unresolved}: give it a default, make it Depends(...), or annotate it "
+                "EventEnvelope to receive the event"
             )
         if param.kind is param.POSITIONAL_ONLY:
             raise TypeError(f"{param_where}: a positional-only parameter cannot be injected")
