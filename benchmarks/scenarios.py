@@ -147,6 +147,16 @@ SCENARIOS: list[Scenario] = [
         "memory",
         (Entry("ours", "memory"),),
     ),
+    # FastAPI Depends in handlers (benchmarks.injection_bench).
+    Scenario(
+        "12",
+        "one async handler with one async dependency (Depends), emit awaited",
+        "one handler with\none Depends, awaited",
+        "µs/emit",
+        "timed",
+        tuple(Entry(s, "injected") for s in ("direct-await", "ours", "fastapi-events")),
+        floor="direct-await",
+    ),
     # Redis Streams backend end to end, on a private redis-server (benchmarks.redis_scenario,
     # measured by benchmarks.redis_bench); all rows come from one run of it.
     Scenario(

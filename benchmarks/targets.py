@@ -328,6 +328,17 @@ def outbox_relays(results: list[Result], cpus: int) -> Target:
     return _judge(t, rate >= 5_000, f"{abs(rate - 5_000):,.0f} events/s {where}")
 
 
+def injected(results: list[Result], cpus: int) -> Target:
+    t = Target("one handler with one Depends (12)", "fastapi-events' µs / ours' µs ≥ 3")
+    ours, peer = _ok(results, "12", "ours"), _ok(results, "12", "fastapi-events")
+    if ours is None or peer is None or not ours.median or not peer.median:
+        t.measured = _missing(results, "12", "ours" if ours is None else "fastapi-events")
+        return t
+    ratio = peer.median / ours.median
+    t.measured = f"fastapi-events {_us(peer.median)} / ours {_us(ours.median)} = {ratio:.1f}x"
+    return _judge(t, ratio >= 3, f"{ratio / 3:.1f}x beyond" if ratio >= 3 else f"{ratio:.1f}x")
+
+
 TARGETS: tuple[Callable[[list[Result], int], Target], ...] = (
     one_handler,
     app_call,
@@ -341,6 +352,7 @@ TARGETS: tuple[Callable[[list[Result], int], Target], ...] = (
     outbox_cost,
     outbox_latency,
     outbox_relays,
+    injected,
 )
 
 

@@ -47,7 +47,11 @@ class EventBusPlugin(BasePlugin):
     @staticmethod
     @AppCmd("eventbus.enable")
     def _internal(app: Any, fastapi_app: FastAPI, **options: Any) -> EventBus:
-        bus = EventBus(app_name=fastapi_app.title, **options)
+        # The app's dependency_overrides serve the handlers' dependencies too (tests swap a
+        # dependency once, for routes and handlers alike).
+        bus = EventBus(
+            app_name=fastapi_app.title, dependency_overrides_provider=fastapi_app, **options
+        )
         fastapi_app.add_middleware(EventBusMiddleware, bus=bus)
         mount_endpoints(fastapi_app, bus)
         return bus

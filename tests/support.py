@@ -14,12 +14,13 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from postgres_server import PostgresServer, installed
@@ -91,6 +92,16 @@ Factory = Callable[..., FastAPI]
 def domain(module: str) -> ModuleType:
     """A module of the app under test, e.g. ``domain("orders.handlers")``."""
     return importlib.import_module(f"app.domains.{module}")
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app's lifespan running, and an httpx client calling it in-process."""
+    from fastapi_opinionated_eventbus.testing import running
+
+    transport = httpx.ASGITransport(app=app)
+    async with running(app), httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        yield client
 
 
 def free_port() -> int:

@@ -33,6 +33,7 @@ from .._core.enablement import (
     reexport_paths,
 )
 from .._core.errors import ConfigurationError
+from .._core.injection import Injection
 from .._core.retry import RetryPolicy
 from .._core.settings import BusSettings, load_settings
 
@@ -140,6 +141,13 @@ class HandlerInfo:
     broadcast: bool
     schema: str | None
     schema_class: str | None = dataclasses.field(default=None, compare=False)
+    injection: Injection | None = dataclasses.field(default=None, compare=False)
+    """The handler's FastAPI dependencies (None: it has none)."""
+
+    @property
+    def dependencies(self) -> list[str]:
+        """``repo=Depends(module:qualname)`` per injected parameter."""
+        return [] if self.injection is None else self.injection.summary()
 
     @property
     def location(self) -> str:
@@ -160,6 +168,7 @@ class HandlerInfo:
             "timeout": self.timeout,
             "broadcast": self.broadcast,
             "schema": self.schema,
+            "dependencies": [] if self.injection is None else self.injection.to_json(),
         }
 
 
@@ -221,6 +230,7 @@ def _info(entry: dict[str, Any], root: Path) -> HandlerInfo:
         broadcast=sub.broadcast,
         schema=None if schema is None else f"{schema.__module__}:{schema.__qualname__}",
         schema_class=None if schema is None else schema.__name__,
+        injection=sub.injection,
     )
 
 

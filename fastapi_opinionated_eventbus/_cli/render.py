@@ -103,6 +103,8 @@ def _handler_cell(info: HandlerInfo, room: int) -> Text:
         parts = [(line, "") for line in cut(f"{module}:", width, _NAME_BREAKS)]
         parts += [(line, "bold") for line in cut(qualname, width, _NAME_BREAKS)]
     parts += [(line, "dim") for line in cut(info.location, width, ("/", "._"))]
+    for dependency in info.dependencies:  # "repo=Depends(app.deps:get_repo)", a line each
+        parts += [(line, "green") for line in cut(dependency, width, _NAME_BREAKS)]
     cell = Text()
     for index, (text, style) in enumerate(parts):
         joined = index == 1 and len(info.handler) <= width  # qualname after its module

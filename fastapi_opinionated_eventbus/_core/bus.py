@@ -62,8 +62,16 @@ class EventBus:
     """
 
     def __init__(
-        self, settings: BusSettings | None = None, *, app_name: str | None = None, **options: Any
+        self,
+        settings: BusSettings | None = None,
+        *,
+        app_name: str | None = None,
+        dependency_overrides_provider: Any = None,
+        **options: Any,
     ) -> None:
+        """``dependency_overrides_provider``: an object whose ``dependency_overrides`` the
+        handlers' dependencies honour, read on every run (the plugin passes the FastAPI
+        app); without one, the bus's own :attr:`dependency_overrides` dict."""
         if settings is not None and options:
             raise TypeError("pass either settings or options, not both")
         self.settings = settings if settings is not None else load_settings(**options)
@@ -98,6 +106,9 @@ class EventBus:
         self._plans = self._registry.cached
         self._dispatcher = Dispatcher(s.thread_pool_size)
         self._dispatcher.observe(self._metrics, self._tracer)
+        self._overrides_provider = dependency_overrides_provider
+        self._own_overrides: dict[Callable[..., Any], Callable[..., Any]] = {}
+        self._dispatcher.dependency_overrides = self._current_overrides
         port = BusPort(self._registry, self._dispatcher, app_name=app_name, taps=self._taps)
         self._backend: Backend = create_backend(s, port)
         self._publish = self._backend.publish
@@ -164,6 +175,20 @@ class EventBus:
 
     def subscriptions(self) -> list[Subscription]:
         return self._registry.subscriptions()
+
+    @property
+    def dependency_overrides(self) -> dict[Callable[..., Any], Callable[..., Any]]:
+        """Replacements for the handlers' dependencies, as FastAPI's
+        ``app.dependency_overrides``: with the plugin it IS the app's dict, so one override
+        serves routes and handlers; a standalone bus has a dict of its own."""
+        provider = self._overrides_provider
+        if provider is None:
+            return self._own_overrides
+        overrides: dict[Callable[..., Any], Callable[..., Any]] = provider.dependency_overrides
+        return overrides
+
+    def _current_overrides(self) -> dict[Callable[..., Any], Callable[..., Any]] | None:
+        return self.dependency_overrides
 
     # ================================================================ emitting
     def emit(

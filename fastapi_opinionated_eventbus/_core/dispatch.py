@@ -27,6 +27,7 @@ from .errors import HandlerTimeout
 from .interruption import Interruption, note_interruption
 from .registry import Plan, Subscription
 from .results import EmitResult, HandlerFailure, handled_once
+from .solving import Overrides, call_with_dependencies, raised_by
 from .stepping import Resumed, start_in
 
 if TYPE_CHECKING:
@@ -48,18 +49,30 @@ def default_thread_pool_size() -> int:
 
 def _explain_type_error(sub: Subscription, event: EventEnvelope, exc: TypeError) -> str:
     """Say plainly when a TypeError is the emitted arguments not fitting the handler."""
-    try:
-        signature = inspect.signature(sub.handler)
-    except (TypeError, ValueError):
-        return ""
+    injected = ""
+    if sub.injection is not None:
+        # What the emit must fill: the signature without the injected parameters.
+        signature = sub.injection.signature
+        injected = f" (injected: {', '.join(sorted(sub.injection.names))})"
+    else:
+        try:
+            signature = inspect.signature(sub.handler)
+        except (TypeError, ValueError):
+            return ""
     try:
         signature.bind(*event.args, **event.kwargs)
     except TypeError as mismatch:
         return (
             f" The emitted arguments do not match the handler's signature "
-            f"{getattr(sub.handler, '__name__', sub.name)}{signature}: {mismatch}."
+            f"{getattr(sub.handler, '__name__', sub.name)}{signature}{injected}: {mismatch}."
         )
+    if injected and not sub.injection.names.isdisjoint(event.kwargs):  # type: ignore[union-attr]
+        return f" The emitted arguments do not match the handler's signature{injected}."
     return ""
+
+
+def _no_overrides() -> None:
+    return None
 
 
 def cancelled_by_handler(cancelled: asyncio.CancelledError) -> Exception:
@@ -93,6 +106,8 @@ class Dispatcher:
         self.tracer: EventTracer | None = None
         # With metrics or tracing on, every handler goes through _invoke, which reports.
         self.raw_ok = True
+        self.dependency_overrides: Overrides = _no_overrides
+        """Read on each run of a handler with dependencies (the FastAPI app's overrides)."""
 
     def observe(self, metrics: MetricsCollector | None, tracer: EventTracer | None) -> None:
         self.metrics, self.tracer = metrics, tracer
@@ -325,7 +340,8 @@ class Dispatcher:
                     delay = policy.delay_before(attempt + 1)
                     logger.warning(
                         f"Handler {sub.name} failed on event {event.describe()} "
-                        f"(attempt {attempt}/{attempts}): {type(exc).__name__}: {exc}; "
+                        f"(attempt {attempt}/{attempts}): {type(exc).__name__}: {exc}"
+                        f"{raised_by(exc)}; "
                         f"retrying in {delay:.3f}s"
                     )
                     if metrics is not None:
@@ -354,6 +370,9 @@ class Dispatcher:
             tracer.outcome(span, None)
 
     async def _call(self, sub: Subscription, event: EventEnvelope) -> None:
+        if sub.injection is not None:
+            await call_with_dependencies(sub, event, self)
+            return
         if sub.is_async:
             if sub.timeout is None:
                 await sub.handler(*event._args, **event._kwargs)
@@ -440,7 +459,7 @@ class Dispatcher:
         logger.error(
             f"Handler {sub.name} failed on event {event.describe()} after {attempts} "
             f"attempt(s): "
-            f"{type(exc).__name__}: {exc}.{hint}\n{tb}"
+            f"{type(exc).__name__}: {exc}{raised_by(exc)}.{hint}\n{tb}"
         )
         if self.metrics is not None:
             self.metrics.dead_lettered(sub.event, sub.name)
