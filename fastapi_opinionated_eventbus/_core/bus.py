@@ -75,8 +75,16 @@ class EventBus:
         self._taps: list[Callable[[EventEnvelope], None]] = []
         # Observation: metrics, tracing, taps. Off by default; when all are off, emit reads
         # one flag (_observed) and nothing else.
-        self.counters = CountingCollector() if s.introspection_path else None
-        collectors = [c for c in (build_collector(s.metrics), self.counters) if c is not None]
+        # The introspection counters: the metrics option's own CountingCollector, if it is
+        # one (its limits are the user's), else one of ours when introspection is on.
+        chosen = build_collector(s.metrics)
+        if isinstance(chosen, CountingCollector):
+            self.counters: CountingCollector | None = chosen
+        else:
+            self.counters = CountingCollector() if s.introspection_path else None
+        collectors = [] if chosen is None else [chosen]
+        if self.counters is not None and self.counters is not chosen:
+            collectors.append(self.counters)
         self._metrics: MetricsCollector | None = None
         if len(collectors) == 1:
             self._metrics = collectors[0]
@@ -92,7 +100,7 @@ class EventBus:
         # Read directly on the hot path: the registry clears it in place, never replaces it.
         self._plans = self._registry.cached
         self._dispatcher = Dispatcher(s.thread_pool_size)
-        self._dispatcher.observe(self._metrics, self._tracer)
+        self._dispatcher.observe(self._metrics, self._tracer, self.counters)
         port = BusPort(self._registry, self._dispatcher, app_name=app_name, taps=self._taps)
         self._backend: Backend = create_backend(s, port)
         self._publish = self._backend.publish

@@ -29,6 +29,7 @@ from .results import EmitResult, HandlerFailure, handled_once
 from .stepping import Resumed, start_in
 
 if TYPE_CHECKING:
+    from .._observability.counters import CountingCollector
     from .._observability.tracing import EventTracer
     from ..metrics import MetricsCollector
 
@@ -90,11 +91,20 @@ class Dispatcher:
         self._abandoned_lock = threading.Lock()
         self.metrics: MetricsCollector | None = None
         self.tracer: EventTracer | None = None
+        self.runs: CountingCollector | None = None
+        """The introspection counters, told about each handler run with its event."""
         # With metrics or tracing on, every handler goes through _invoke, which reports.
         self.raw_ok = True
 
-    def observe(self, metrics: MetricsCollector | None, tracer: EventTracer | None) -> None:
-        self.metrics, self.tracer = metrics, tracer
+    def observe(
+        self,
+        metrics: MetricsCollector | None,
+        tracer: EventTracer | None,
+        runs: CountingCollector | None = None,
+    ) -> None:
+        """``runs`` must also be among ``metrics``: every handler then goes through
+        :meth:`_invoke`, which reports each run."""
+        self.metrics, self.tracer, self.runs = metrics, tracer, runs
         self.raw_ok = metrics is None and tracer is None
 
     # ------------------------------------------------------------------ running a plan
@@ -301,8 +311,10 @@ class Dispatcher:
         ``Exception``: the final failure is returned (and logged, and dead-lettered)."""
         policy = sub.retry
         attempts = policy.max_attempts if policy is not None else 1
-        metrics, tracer = self.metrics, self.tracer
+        metrics, tracer, runs = self.metrics, self.tracer, self.runs
         token = current_var.set(event)
+        if runs is not None:
+            runs.run_started(event, sub)
         try:
             attempt = 1
             while True:
@@ -318,6 +330,8 @@ class Dispatcher:
                 except Exception as exc:
                     if metrics is not None:
                         metrics.failed(sub.event, sub.name, time.perf_counter() - started)
+                    if runs is not None:
+                        runs.run_attempted(event, sub, exc, attempt >= attempts)
                     if attempt >= attempts:
                         return self.give_up(sub, event, exc, attempt)
                     assert policy is not None
@@ -337,8 +351,12 @@ class Dispatcher:
                 else:
                     if metrics is not None:
                         metrics.handled(sub.event, sub.name, time.perf_counter() - started)
+                    if runs is not None:
+                        runs.run_attempted(event, sub, None, True)
                     return None
         finally:
+            if runs is not None:
+                runs.run_stopped(event, sub)
             reset_current(token)
 
     async def _call_traced(

@@ -41,6 +41,7 @@ async def describe_bus(bus: EventBus) -> dict[str, Any]:
             for sub in bus.subscriptions()
         ],
         "counters": bus.counters.snapshot() if bus.counters is not None else None,
+        "recent_failures": bus.counters.recent_failures() if bus.counters is not None else [],
         "in_flight": bus.pending,
         "lost_events": bus.lost_events,
         "health": await bus.health(),
