@@ -168,6 +168,10 @@ class EventBus:
     def subscriptions(self) -> list[Subscription]:
         return self._registry.subscriptions()
 
+    def schemas(self) -> dict[str, type[BaseModel]]:
+        """The typed-event schema of each event name that has one."""
+        return self._registry.schemas()
+
     # ================================================================ emitting
     def emit(
         self, event: str | BaseModel, /, *args: Any, strict: bool | None = None, **kwargs: Any
