@@ -22,7 +22,7 @@
         element[key] = value;
       }
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
       element.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -63,6 +63,21 @@
     // "app.domains.user.handlers:send_welcome" -> "send_welcome" (the full name on hover)
     const qualname = handler.split(":").pop();
     return h("code", { title: handler }, qualname);
+  }
+
+  function path(text) {
+    // A file path that may break after each "/" (a <wbr> element, not parsed markup).
+    const parts = text.split("/");
+    return h("code", {}, parts.map((part, i) => (i ? [h("wbr"), "/" + part] : part)));
+  }
+
+  function fullName(handler) {
+    // The qualified name, its module below it: narrower than "module:qualname".
+    const cut = handler.lastIndexOf(":");
+    return [
+      h("code", { title: handler }, handler.slice(cut + 1)),
+      h("div", { className: "muted small" }, handler.slice(0, Math.max(cut, 0))),
+    ];
   }
 
   // ------------------------------------------------------------------ sections
@@ -151,7 +166,7 @@
       if (catalog.scan === null) sites = h("span", { className: "muted" }, "not scanned");
       else if (event.pattern) sites = h("span", { className: "muted" }, "\u2014");
       else if (!event.emit_sites.length) sites = h("span", { className: "muted" }, "no literal emit");
-      else sites = event.emit_sites.map((site) => h("div", {}, h("code", {}, site)));
+      else sites = event.emit_sites.map((site) => h("div", {}, path(site)));
       // A pattern is not an emitted name: its handlers' counts are in the handlers table.
       const counts = event.pattern ? null : byName[event.name] || {};
       return h("tr", { dataset: { event: event.name } },
@@ -185,11 +200,11 @@
     for (const event of catalog.events) {
       for (const handler of event.handlers) {
         rows.push(h("tr", { dataset: { handler: handler.handler, subscription: handler.subscription } },
-          h("td", {}, h("code", {}, handler.handler)),
+          h("td", {}, fullName(handler.handler)),
           h("td", {}, h("code", { className: "event-name" }, handler.subscription)),
           h("td", {}, handler.async ? "async" : "sync (thread)"),
-          h("td", {}, handlerOptions(handler)),
-          h("td", {}, handler.location ? h("code", {}, handler.location) : "?"),
+          h("td", { className: "options" }, handlerOptions(handler)),
+          h("td", {}, handler.location ? path(handler.location) : "?"),
           counterCells(counts.get(handler.subscription + "\u0000" + handler.handler) || {}, HANDLER_COUNTS)));
       }
     }
