@@ -114,9 +114,6 @@ class Catalog:
     scan: ScanSummary | None
     """None when the code was not scanned (no emit sites are known then)."""
 
-    def named(self, name: str) -> EventEntry | None:
-        return next((event for event in self.events if event.name == name), None)
-
 
 def build_catalog(
     subscriptions: Iterable[Subscription],

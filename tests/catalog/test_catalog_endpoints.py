@@ -4,15 +4,17 @@ they are protected, and the options that mount them."""
 from __future__ import annotations
 
 import re
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from catalog_support import HOSTILE
 from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from fastapi.testclient import TestClient
 from support import Factory
 
@@ -127,16 +129,26 @@ async def _require_token(request: Request) -> None:
         raise HTTPException(status_code=401, detail="token required")
 
 
+def _protected(factory: Factory, root: Path, dependency: Any, **options: Any) -> Any:
+    """The app with the JSON view, the page and the document behind ``dependency``."""
+    return factory(
+        root,
+        introspection_path="/_eventbus",
+        asyncapi_path="/asyncapi.json",
+        dependencies=[Depends(dependency)],
+        **options,
+    )
+
+
 def test_dependencies_protect_every_endpoint_of_the_plugin(
     eventbus_app_factory: Factory, shop_app: Path
 ) -> None:
-    app = eventbus_app_factory(
+    app = _protected(
+        eventbus_app_factory,
         shop_app,
-        introspection_path="/_eventbus",
-        asyncapi_path="/asyncapi.json",
+        _require_token,
         metrics="prometheus",
         metrics_path="/metrics",
-        dependencies=[Depends(_require_token)],
     )
     paths = ("/_eventbus", *PAGE_PATHS, "/asyncapi.json", "/metrics")
     with TestClient(app) as client:
@@ -190,3 +202,29 @@ def test_the_plugin_imports_the_scan_without_the_cli_commands() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+# The README's example (at module level: FastAPI resolves the annotations here).
+basic = HTTPBasic()
+
+
+def require_operator(credentials: Annotated[HTTPBasicCredentials, Depends(basic)]) -> None:
+    if not secrets.compare_digest(credentials.password.encode(), b"change-me"):
+        raise HTTPException(401, headers={"WWW-Authenticate": "Basic"})
+
+
+def test_the_readmes_http_basic_example_protects_the_page(
+    eventbus_app_factory: Factory, shop_app: Path
+) -> None:
+    app = _protected(eventbus_app_factory, shop_app, require_operator)
+    with TestClient(app) as client:
+        anonymous = client.get("/_eventbus/ui")
+        wrong = client.get("/_eventbus/ui", auth=("ops", "guess"))
+        operator = [
+            client.get(path, auth=("ops", "change-me")).status_code
+            for path in (*PAGE_PATHS, "/_eventbus", "/asyncapi.json")
+        ]
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"] == "Basic"  # the browser asks for a password
+    assert wrong.status_code == 401
+    assert operator == [200] * 5
