@@ -9,9 +9,18 @@ that happens to echo it), so nothing that the backend logs or raises can leak it
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-__all__ = ["MASK", "mask_url", "scrub", "secrets_of", "url_problem"]
+__all__ = [
+    "MASK",
+    "PublicLocation",
+    "mask_url",
+    "public_location",
+    "scrub",
+    "secrets_of",
+    "url_problem",
+]
 
 MASK = "***"
 
@@ -114,3 +123,31 @@ def url_problem(url: str) -> str | None:
     if parts.scheme != "unix" and not parts.hostname:
         return "it names no host"
     return None
+
+
+class PublicLocation(NamedTuple):
+    """Where a URL points, and nothing that could be a secret."""
+
+    scheme: str
+    host: str
+    """``host:port`` (IPv6 in brackets); ``localhost`` for a Unix socket."""
+    path: str
+
+
+def public_location(url: str, default_port: int | None = None) -> PublicLocation:
+    """The scheme, host, port and path of ``url``: no user info, query or fragment.
+
+    Never raises: a URL too broken to read gives the host ``"unknown"``.
+    """
+    scheme = url.partition("://")[0]
+    _, _, rest = _split_userinfo(url)  # cut at the last "@", as masking does
+    try:
+        parts = urlsplit(f"{scheme}://{rest}")
+        hostname, port = parts.hostname, parts.port
+    except ValueError:
+        return PublicLocation(scheme, "unknown", "")
+    if not hostname:
+        return PublicLocation(scheme, "localhost", parts.path)  # unix:///path/to.sock
+    host = f"[{hostname}]" if ":" in hostname else hostname
+    port = port if port is not None else default_port
+    return PublicLocation(scheme, host if port is None else f"{host}:{port}", parts.path)

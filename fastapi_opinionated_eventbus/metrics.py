@@ -7,10 +7,10 @@ handler, so a pattern handler seeing unbounded event names keeps bounded cardina
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
+
+from ._observability.counters import OVERFLOW, CountingCollector
 
 __all__ = [
     "OTHER_EVENTS",
@@ -20,8 +20,9 @@ __all__ = [
     "PrometheusCollector",
 ]
 
-OTHER_EVENTS = "__other__"
-"""The ``event`` label of every name beyond ``max_event_names``."""
+OTHER_EVENTS = OVERFLOW
+"""The ``event`` label of every name beyond ``max_event_names``: ``(other)``, as the
+introspection counters name theirs."""
 
 
 @runtime_checkable
@@ -49,56 +50,6 @@ class MetricsCollector(Protocol):
     # Optional (not part of the protocol, so collectors written before it still work):
     # ``watch_outbox(pending_rows, oldest_age_seconds)``, called once when the
     # transactional outbox is on, with two callables read when scraped.
-
-
-class CountingCollector:
-    """Plain in-memory counters, as the introspection endpoint shows them."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()  # handlers of sync events report from threads
-        self.counts: Counter[str] = Counter()
-        self.failures_by_handler: Counter[str] = Counter()
-
-    def emitted(self, event: str) -> None:
-        with self._lock:
-            self.counts["emitted"] += 1
-
-    def handled(self, subscription: str, handler: str, seconds: float) -> None:
-        with self._lock:
-            self.counts["handled"] += 1
-
-    def failed(self, subscription: str, handler: str, seconds: float) -> None:
-        with self._lock:
-            self.counts["failed"] += 1
-            self.failures_by_handler[handler] += 1
-
-    def retried(self, subscription: str, handler: str) -> None:
-        with self._lock:
-            self.counts["retried"] += 1
-
-    def dead_lettered(self, subscription: str, handler: str) -> None:
-        with self._lock:
-            self.counts["dead_lettered"] += 1
-
-    def lost(self, event: str) -> None:
-        with self._lock:
-            self.counts["lost"] += 1
-
-    def watch(self, in_flight: Callable[[], int], redis_pending: Callable[[], int]) -> None:
-        pass
-
-    def watch_outbox(
-        self, pending_rows: Callable[[], int], oldest_age_seconds: Callable[[], float]
-    ) -> None:
-        pass
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            keys = ("emitted", "handled", "failed", "retried", "dead_lettered", "lost")
-            return {
-                **{key: self.counts[key] for key in keys},
-                "failures_by_handler": dict(self.failures_by_handler),
-            }
 
 
 class FanOutCollector:

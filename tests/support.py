@@ -185,15 +185,19 @@ class RedisServer:
         )
 
 
-def no_redis(reason: str) -> None:
-    """Skip a test that needs Redis, loudly; on CI (``CI`` set) fail instead."""
-    message = (
-        f"REDIS TESTS NOT RUN: {reason}. Install redis-server (apt-get install -y "
-        "redis-server) or set EVENTBUS_TEST_REDIS_URL=redis://host:port/db."
-    )
+def not_run(message: str) -> None:
+    """Skip a test whose service is missing, loudly; on CI (``CI`` set) fail instead."""
     if os.environ.get("CI"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+def no_redis(reason: str) -> None:
+    """Skip a test that needs Redis, loudly; on CI (``CI`` set) fail instead."""
+    not_run(
+        f"REDIS TESTS NOT RUN: {reason}. Install redis-server (apt-get install -y "
+        "redis-server) or set EVENTBUS_TEST_REDIS_URL=redis://host:port/db."
+    )
 
 
 @dataclass(frozen=True)
@@ -207,13 +211,10 @@ class Postgres:
 
 def no_postgres(reason: str) -> None:
     """Skip a test that needs PostgreSQL, loudly; on CI (``CI`` set) fail instead."""
-    message = (
+    not_run(
         f"POSTGRESQL TESTS NOT RUN: {reason}. Install PostgreSQL (apt-get install -y "
         "postgresql) or set EVENTBUS_TEST_POSTGRES_URL=postgresql://user:pw@host:port/db."
     )
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 def start_postgres() -> PostgresServer:

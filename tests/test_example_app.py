@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from catalog_support import validate_asyncapi
 from fastapi.testclient import TestClient
 from support import EXAMPLE_APP, REPO_ROOT, Factory, check_activity, free_port, strip_ansi
 
@@ -239,4 +240,46 @@ def test_example_app_shows_metrics_and_introspection(
     assert {sub["event"] for sub in report["subscriptions"]} == {
         "user.created",
         "payment.processed",
+    }
+
+
+def test_example_app_asyncapi_document_is_valid_and_the_cli_says_the_same(
+    eventbus_app_factory: Factory, forget_main: None, database: str
+) -> None:
+    app = eventbus_app_factory(EXAMPLE_APP, main="main:app")
+    with TestClient(app) as client:
+        served = client.get("/asyncapi.json").json()
+        page = client.get("/_eventbus/ui")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTBUS_")}
+    cli = REPO_ROOT / ".venv" / "bin" / "fastapi-opinionated-eventbus"
+    printed = subprocess.run(
+        [str(cli), "asyncapi"],
+        cwd=EXAMPLE_APP,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    validate_asyncapi(served)
+    assert printed.returncode == 0, printed.stderr
+    assert json.loads(printed.stdout) == served
+    assert page.status_code == 200
+    assert set(served["channels"]) == {"user.created", "payment.processed"}
+    messages = served["components"]["messages"]
+    assert messages["payment.processed"]["payload"]["items"] == [
+        {"type": "string", "title": "payment_id"},
+        {"type": "string", "title": "status"},
+        {"type": "number", "title": "amount"},
+    ]
+    sends = {
+        op["channel"]["$ref"]: op["x-eventbus-emit-site"]["file"]
+        for op in served["operations"].values()
+        if op["action"] == "send"
+    }
+    # user.created is written through the outbox: that is its emit site.
+    assert sends == {
+        "#/channels/user.created": "app/domains/user/controllers/controller.py",
+        "#/channels/payment.processed": "app/domains/user/controllers/controller.py",
     }

@@ -4,10 +4,14 @@ installed (brought by another package) can disappear in a user's environment."""
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 import tomllib
+import zipfile
 from importlib.metadata import packages_distributions
+from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from support import REPO_ROOT
@@ -56,3 +60,20 @@ def test_every_third_party_import_is_a_declared_dependency() -> None:
         if not distributions & declared:
             undeclared.append(f"{module} (imported by {where})")
     assert undeclared == []
+
+
+def test_the_wheel_ships_the_catalog_page(tmp_path: Path) -> None:
+    """The page's HTML, script and stylesheet are package data, not Python modules."""
+    poetry = REPO_ROOT / ".tools" / "poetry" / "bin" / "poetry"
+    if not poetry.exists():
+        pytest.skip("no Poetry in .tools/poetry: run bash scripts/bootstrap.sh")
+    subprocess.run(
+        [str(poetry), "build", "--format", "wheel", "--output", str(tmp_path), "--quiet"],
+        cwd=REPO_ROOT,
+        check=True,
+        timeout=120,
+    )
+    [wheel] = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    static = "fastapi_opinionated_eventbus/_observability/static/"
+    assert {f"{static}catalog.{ext}" for ext in ("html", "js", "css")} <= names

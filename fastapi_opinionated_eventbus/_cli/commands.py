@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
@@ -27,16 +26,16 @@ from .._core.registry import check_event_name
 from .._core.results import EmitResult
 from .._core.settings import BusSettings
 from .._secrets import scrub
+from .asyncapi import asyncapi_command
 from .connect import THIS_PROCESS_KEYS, Target, close_bus, load_target, one_line, open_bus, with_bus
 from .discovery import (
     ENABLE_COMMAND,
     CliError,
-    configure_core_logs,
     discover_handlers,
     enabled_plugins,
+    enter_app,
     installed_version,
     plugin_enabled,
-    require_app_root,
     warn,
 )
 from .doctor import diagnose
@@ -46,7 +45,6 @@ from .render import (
     findings_report,
     handlers_table,
     letters_table,
-    no_color,
     print_json,
     stats_table,
 )
@@ -71,6 +69,7 @@ dead_letters_app = typer.Typer(
 )
 app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(outbox_app, name="outbox")
+app.command("asyncapi")(asyncapi_command)  # options and body in asyncapi.py
 
 # For a backend that runs handlers in the app's own process (local): what these commands
 # would read lives in that process's memory, out of this one's reach.
@@ -144,13 +143,7 @@ def _global_options(
 
 # ====================================================================== running
 def _enter_app(ctx: typer.Context) -> Path:
-    """Validate the app root, make it the current directory (the core reads its files
-    relative to it) and quiet the core's logs."""
-    options: Options = ctx.obj
-    root = require_app_root(options.app_dir.resolve())
-    os.chdir(root)
-    configure_core_logs(verbose=options.verbose, plain=no_color() or not sys.stderr.isatty())
-    return root
+    return enter_app(ctx.obj)
 
 
 def _run[T](coro: Coroutine[Any, Any, T]) -> T:

@@ -44,9 +44,11 @@ __all__ = [
     "CliError",
     "HandlerInfo",
     "app_title",
+    "app_version",
     "configure_core_logs",
     "discover_handlers",
     "enabled_plugins",
+    "enter_app",
     "installed_version",
     "plugin_enabled",
     "reexport_paths",
@@ -67,6 +69,18 @@ def require_app_root(root: Path) -> Path:
             f"{root} is not a fastapi-opinionated app directory (no {DOMAINS_DIR}/): "
             "run this in the app's root"
         )
+    return root
+
+
+def enter_app(options: Any) -> Path:
+    """Validate the app root that the global options (``ctx.obj``: ``app_dir``,
+    ``verbose``) name, make it the current directory (the core reads its files relative to
+    it) and quiet the core's logs."""
+    app_dir: Path = getattr(options, "app_dir", Path("."))
+    root = require_app_root(app_dir.resolve())
+    os.chdir(root)
+    plain = bool(os.environ.get("NO_COLOR")) or not sys.stderr.isatty()
+    configure_core_logs(verbose=bool(getattr(options, "verbose", False)), plain=plain)
     return root
 
 
@@ -96,6 +110,17 @@ def settings_from_env() -> BusSettings:
 
 def app_title(root: Path) -> str | None:
     """The title ``main.py`` passes to ``App.create()``; None when it cannot be read."""
+    return _create_argument(root, "title", "FastAPI")  # FastAPI's default title
+
+
+def app_version(root: Path) -> str | None:
+    """The version ``main.py`` passes to ``App.create()``; None when it cannot be read."""
+    return _create_argument(root, "version", "0.1.0")  # FastAPI's default version
+
+
+def _create_argument(root: Path, name: str, default: str) -> str | None:
+    """A literal keyword argument of ``App.create()`` in ``main.py`` (``default`` when it
+    is not given); None when it cannot be read without running ``main.py``."""
     try:
         tree = ast.parse((root / "main.py").read_text(encoding="utf-8"))
     except (OSError, SyntaxError, ValueError):
@@ -108,20 +133,20 @@ def app_title(root: Path) -> str | None:
             and isinstance(node.func.value, ast.Name)
             and node.func.value.id == "App"
         ):
-            return _title_argument(node)
+            return _keyword_argument(node, name, default)
     return None
 
 
-def _title_argument(call: ast.Call) -> str | None:
+def _keyword_argument(call: ast.Call, name: str, default: str) -> str | None:
     for keyword in call.keywords:
-        if keyword.arg is None:  # App.create(**options): could hold a title
+        if keyword.arg is None:  # App.create(**options): could hold it
             return None
-        if keyword.arg == "title":
+        if keyword.arg == name:
             value = keyword.value
             if isinstance(value, ast.Constant) and isinstance(value.value, str):
                 return value.value
             return None
-    return "FastAPI"  # FastAPI's default title
+    return default
 
 
 # ====================================================================== discovery

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -16,7 +14,7 @@ from rich.table import Table
 
 from .._core.errors import EventBusError
 from .._secrets import scrub
-from .discovery import CliError, configure_core_logs, require_app_root, settings_from_env
+from .discovery import CliError, enter_app, settings_from_env
 
 __all__ = ["outbox_app"]
 
@@ -39,12 +37,8 @@ def stats(
 ) -> None:
     """Rows waiting to be dispatched, the oldest one's age, rows moved aside (they do not
     decode or kept failing) and, with outbox_keep, dispatched rows kept."""
-    app_dir: Path = getattr(ctx.obj, "app_dir", Path("."))
-    os.chdir(require_app_root(app_dir.resolve()))
+    enter_app(ctx.obj)
     no_color = bool(os.environ.get("NO_COLOR"))
-    configure_core_logs(
-        verbose=bool(getattr(ctx.obj, "verbose", False)), plain=no_color or not sys.stderr.isatty()
-    )
     settings = settings_from_env()
     if settings.outbox_url is None:
         raise CliError(_OFF)

@@ -7,8 +7,10 @@ itself imports nothing: it reads every ``.py`` file under the app root with ``as
 ``emit`` is a common method name (Socket.IO, pyee, ...): a call ``x.emit("name")`` counts
 only when ``x`` is evidently the event bus: ``eventbus_api()``, a name containing "bus",
 or a name the same module assigns from ``eventbus_api()``/``EventBus(...)`` or annotates
-as ``EventBus``. ``emit_nowait`` and ``emit_after_response`` always count. A line with the
-comment ``# eventbus: ignore`` is skipped.
+as ``EventBus``; or the transactional outbox: ``<anything>.outbox(session).emit(...)``, or
+a name the module assigns from such an ``.outbox(...)`` call. ``emit_nowait`` and
+``emit_after_response`` always count. A line with the comment ``# eventbus: ignore`` is
+skipped.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ __all__ = [
 EMITTERS = frozenset({"emit", "emit_nowait", "emit_after_response"})
 _ALWAYS_BUS = frozenset({"emit_nowait", "emit_after_response"})
 _BUS_FACTORIES = frozenset({"eventbus_api", "EventBus"})
+# eventbus_api().outbox(session) emits too (after the transaction commits).
+_EMITTER_FACTORIES = _BUS_FACTORIES | {"outbox"}
 _SKIPPED_DIRS = frozenset({"__pycache__", "node_modules", "site-packages", "venv"})
 IGNORE_MARK = "eventbus: ignore"
 DOMAINS_PREFIX = "app/domains/"
@@ -67,6 +71,8 @@ class Scan:
     """``@OnInternalEvent`` outside ``app/domains``: the core never imports those modules."""
     unparsable: list[Site] = field(default_factory=list)
     files: int = 0
+    truncated: bool = False
+    """The scan stopped at its file limit: files after it were not read."""
 
 
 def iter_python_files(root: Path, exclude: Iterable[str] = ()) -> Iterator[Path]:
@@ -81,11 +87,20 @@ def iter_python_files(root: Path, exclude: Iterable[str] = ()) -> Iterator[Path]
                 yield path
 
 
-def scan_app(root: Path, typed_events: Mapping[str, str], exclude: Iterable[str] = ()) -> Scan:
+def scan_app(
+    root: Path,
+    typed_events: Mapping[str, str],
+    exclude: Iterable[str] = (),
+    max_files: int | None = None,
+) -> Scan:
     """Scan the app's files. ``typed_events`` maps a typed event class's name to its event
-    name, so ``emit(UserCreated(...))`` counts as emitting ``user.created``."""
+    name, so ``emit(UserCreated(...))`` counts as emitting ``user.created``. At most
+    ``max_files`` files are read (``truncated`` says when there were more)."""
     scan = Scan()
     for path in iter_python_files(root, exclude):
+        if max_files is not None and scan.files >= max_files:
+            scan.truncated = True
+            break
         scan.files += 1
         _scan_file(path, path.relative_to(root).as_posix(), typed_events, scan)
     return scan
@@ -148,7 +163,7 @@ def _bus_names(tree: ast.AST) -> frozenset[str]:
 
 
 def _is_bus_factory(value: ast.expr | None) -> bool:
-    return isinstance(value, ast.Call) and _terminal_name(value.func) in _BUS_FACTORIES
+    return isinstance(value, ast.Call) and _terminal_name(value.func) in _EMITTER_FACTORIES
 
 
 class _Visitor(ast.NodeVisitor):
@@ -181,7 +196,7 @@ class _Visitor(ast.NodeVisitor):
         if receiver is None:
             return False
         if isinstance(func.value, ast.Call):
-            return receiver in _BUS_FACTORIES
+            return receiver in _EMITTER_FACTORIES
         return "bus" in receiver.lower() or receiver in self.bus_names
 
     def _record_emit(self, arg: ast.expr, line: int) -> None:

@@ -87,9 +87,16 @@ class EventBus:
         self._taps: list[Callable[[EventEnvelope], None]] = []
         # Observation: metrics, tracing, taps. Off by default; when all are off, emit reads
         # one flag (_observed) and nothing else.
-        self.counters = CountingCollector() if s.introspection_path else None
-        prometheus = build_collector(s.metrics, max_event_names=s.metrics_max_event_names)
-        collectors = [c for c in (prometheus, self.counters) if c is not None]
+        # The introspection counters: the metrics option's own CountingCollector, if it is
+        # one (its limits are the user's), else one of ours when introspection is on.
+        chosen = build_collector(s.metrics, max_event_names=s.metrics_max_event_names)
+        if isinstance(chosen, CountingCollector):
+            self.counters: CountingCollector | None = chosen
+        else:
+            self.counters = CountingCollector() if s.introspection_path else None
+        collectors = [] if chosen is None else [chosen]
+        if self.counters is not None and self.counters is not chosen:
+            collectors.append(self.counters)
         self._metrics: MetricsCollector | None = None
         if len(collectors) == 1:
             self._metrics = collectors[0]
@@ -105,7 +112,7 @@ class EventBus:
         # Read directly on the hot path: the registry clears it in place, never replaces it.
         self._plans = self._registry.cached
         self._dispatcher = Dispatcher(s.thread_pool_size)
-        self._dispatcher.observe(self._metrics, self._tracer)
+        self._dispatcher.observe(self._metrics, self._tracer, self.counters)
         self._overrides_provider = dependency_overrides_provider
         self._own_overrides: dict[Callable[..., Any], Callable[..., Any]] = {}
         self._dispatcher.dependency_overrides = self._current_overrides
@@ -189,6 +196,10 @@ class EventBus:
 
     def _current_overrides(self) -> dict[Callable[..., Any], Callable[..., Any]] | None:
         return self.dependency_overrides
+
+    def schemas(self) -> dict[str, type[BaseModel]]:
+        """The typed-event schema of each event name that has one."""
+        return self._registry.schemas()
 
     # ================================================================ emitting
     def emit(

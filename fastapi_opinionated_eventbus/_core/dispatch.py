@@ -31,6 +31,7 @@ from .solving import Overrides, call_with_dependencies, raised_by
 from .stepping import Resumed, start_in
 
 if TYPE_CHECKING:
+    from .._observability.counters import CountingCollector
     from .._observability.tracing import EventTracer
     from ..metrics import MetricsCollector
 
@@ -104,13 +105,22 @@ class Dispatcher:
         self._abandoned_lock = threading.Lock()
         self.metrics: MetricsCollector | None = None
         self.tracer: EventTracer | None = None
+        self.runs: CountingCollector | None = None
+        """The introspection counters, told about each handler run with its event."""
         # With metrics or tracing on, every handler goes through _invoke, which reports.
         self.raw_ok = True
         self.dependency_overrides: Overrides = _no_overrides
         """Read on each run of a handler with dependencies (the FastAPI app's overrides)."""
 
-    def observe(self, metrics: MetricsCollector | None, tracer: EventTracer | None) -> None:
-        self.metrics, self.tracer = metrics, tracer
+    def observe(
+        self,
+        metrics: MetricsCollector | None,
+        tracer: EventTracer | None,
+        runs: CountingCollector | None = None,
+    ) -> None:
+        """``runs`` must also be among ``metrics``: every handler then goes through
+        :meth:`_invoke`, which reports each run."""
+        self.metrics, self.tracer, self.runs = metrics, tracer, runs
         self.raw_ok = metrics is None and tracer is None
 
     # ------------------------------------------------------------------ running a plan
@@ -317,8 +327,10 @@ class Dispatcher:
         ``Exception``: the final failure is returned (and logged, and dead-lettered)."""
         policy = sub.retry
         attempts = policy.max_attempts if policy is not None else 1
-        metrics, tracer = self.metrics, self.tracer
+        metrics, tracer, runs = self.metrics, self.tracer, self.runs
         token = current_var.set(event)
+        if runs is not None:
+            runs.run_started(event, sub)
         try:
             attempt = 1
             while True:
@@ -334,6 +346,8 @@ class Dispatcher:
                 except Exception as exc:
                     if metrics is not None:
                         metrics.failed(sub.event, sub.name, time.perf_counter() - started)
+                    if runs is not None:
+                        runs.run_attempted(event, sub, exc, attempt >= attempts)
                     if attempt >= attempts:
                         return self.give_up(sub, event, exc, attempt)
                     assert policy is not None
@@ -354,8 +368,12 @@ class Dispatcher:
                 else:
                     if metrics is not None:
                         metrics.handled(sub.event, sub.name, time.perf_counter() - started)
+                    if runs is not None:
+                        runs.run_attempted(event, sub, None, True)
                     return None
         finally:
+            if runs is not None:
+                runs.run_stopped(event, sub)
             reset_current(token)
 
     async def _call_traced(

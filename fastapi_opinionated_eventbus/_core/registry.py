@@ -168,6 +168,9 @@ class Registry:
     def schema_for(self, event: str) -> Any:
         return self._schemas.get(event)
 
+    def schemas(self) -> dict[str, Any]:
+        return dict(self._schemas)
+
     def plan(self, event: str) -> Plan:
         plan = self.cached.get(event)
         if plan is None:

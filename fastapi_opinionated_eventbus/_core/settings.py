@@ -94,14 +94,47 @@ class BusSettings(BaseSettings):
     """``"prometheus"`` or a collector instance (see observability); None: no metrics."""
     metrics_max_event_names: int = Field(500, gt=0)
     """Event names that get their own ``event`` label (emitted, lost); later ones are
-    counted under ``event="__other__"``, so dynamic names cannot grow the series without
+    counted under ``event="(other)"``, so dynamic names cannot grow the series without
     bound."""
     metrics_path: str | None = None
     """Mount the Prometheus text endpoint here (e.g. ``/metrics``)."""
     tracing: bool = False
     """OpenTelemetry spans per emit and per handler (needs the ``[otel]`` extra)."""
     introspection_path: str | None = None
-    """Mount a read-only JSON endpoint describing the bus (e.g. ``/_eventbus``)."""
+    """Mount a read-only JSON endpoint describing the bus (e.g. ``/_eventbus``), and the
+    event catalog's page at ``<introspection_path>/ui``."""
+    asyncapi_path: str | None = None
+    """Mount the AsyncAPI 3.0.0 document of the app's events here (e.g. ``/asyncapi.json``;
+    a path ending in ``.yaml`` or ``.yml`` serves YAML)."""
+    dependencies: Any = None
+    """FastAPI dependencies (``[Depends(require_admin)]``) run before every endpoint the
+    plugin mounts: metrics, introspection and its page, the AsyncAPI document."""
+
+    @field_validator("metrics_path", "introspection_path", "asyncapi_path")
+    @classmethod
+    def _endpoint_path(cls, path: str | None) -> str | None:
+        if path is None:
+            return None
+        if not _ENDPOINT_PATH.fullmatch(path):
+            raise ValueError(
+                "must be a URL path starting with '/', such as '/_eventbus', without a "
+                "trailing '/', spaces, '?' or '#'"
+            )
+        return path
+
+    @field_validator("dependencies")
+    @classmethod
+    def _dependencies(cls, value: Any) -> tuple[Any, ...] | None:
+        from fastapi import params
+
+        if value is None:
+            return None
+        if isinstance(value, list | tuple) and all(isinstance(d, params.Depends) for d in value):
+            return tuple(value)
+        raise ValueError(
+            "must be a list of FastAPI dependencies, such as [Depends(require_admin)] "
+            "(from fastapi import Depends)"
+        )
 
     @field_validator("backend")
     @classmethod
@@ -152,6 +185,8 @@ class BusSettings(BaseSettings):
             )
         return name
 
+
+_ENDPOINT_PATH = re.compile(r"/[^\s?#]*(?<!/)")
 
 # Index names add up to 16 characters; PostgreSQL allows 63. Such a name never needs quoting.
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")

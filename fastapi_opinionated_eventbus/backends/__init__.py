@@ -13,6 +13,7 @@ from .base import (
     BackendFactory,
     BackendHealth,
     BackendPort,
+    ServerInfo,
     StopReport,
     start_in_context,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "BackendFactory",
     "BackendHealth",
     "BackendPort",
+    "ServerInfo",
     "StopReport",
     "backend_names",
     "create_backend",

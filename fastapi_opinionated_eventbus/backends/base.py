@@ -23,13 +23,16 @@ The contract, for anyone writing a backend:
 * ``pause()`` stops taking new events (shutdown has begun), ``settle(timeout)`` waits for
   the handlers running now, ``stop(timeout)`` releases everything; each returns within its
   timeout, whatever the handlers do.
+* ``describe_servers()`` says where the events travel (host, port, protocol), for the
+  event catalog's AsyncAPI document: never a user name, password or token. An in-process
+  backend has none.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextvars import Context
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
+from typing import TYPE_CHECKING, Any, NotRequired, Protocol, TypedDict, runtime_checkable
 
 from .._core.stepping import start_in as start_in_context
 
@@ -47,6 +50,7 @@ __all__ = [
     "BackendFactory",
     "BackendHealth",
     "BackendPort",
+    "ServerInfo",
     "StopReport",
     "start_in_context",
 ]
@@ -66,6 +70,25 @@ class BackendHealth(TypedDict, total=False):
     """Dead letters stored (None when the broker could not be asked)."""
     in_flight: int
     """Events received by this process whose handlers are still running."""
+
+
+class ServerInfo(TypedDict):
+    """A broker the events travel through, as an AsyncAPI Server Object describes it.
+
+    Never credentials: no user name, password, token or query string of a URL.
+    """
+
+    name: str
+    """The server's key in the document (``"redis"``, ``"kafka"``): letters, digits,
+    ``.``, ``-`` and ``_``."""
+    host: str
+    """``host:port`` (an IPv6 address in brackets)."""
+    protocol: str
+    """The URL scheme a client uses: ``"redis"``, ``"rediss"`` (TLS), ``"kafka"``, ..."""
+    pathname: NotRequired[str]
+    """What follows the host, when it selects something (a Redis database: ``"/0"``)."""
+    description: str
+    """Where on that server this app's events are (stream, topic, consumer group)."""
 
 
 class StopReport(TypedDict):
@@ -192,6 +215,11 @@ class Backend(Protocol):
 
     async def health(self) -> BackendHealth:
         """Reachability, dead-letter count and whatever else the backend can tell."""
+
+    def describe_servers(self) -> list[ServerInfo]:
+        """The brokers this app's events travel through, without credentials and without
+        connecting (the catalog calls it from the CLI too); empty for an in-process
+        backend. A backend without this method is described with no servers."""
 
     async def dead_letters(self) -> list[DeadLetter]:
         """The stored dead letters, oldest first (at most ``dead_letter_capacity``)."""

@@ -10,7 +10,7 @@ from fastapi_opinionated.shared.logger import ns_logger
 
 from .._core.dead_letters import DeadLetter, DeadLetterStore
 from .._core.results import EmitResult, HandlerFailure
-from .base import BackendHealth, BackendPort, StopReport
+from .base import BackendHealth, BackendPort, ServerInfo, StopReport
 
 if TYPE_CHECKING:
     from .._core.envelope import EventEnvelope
@@ -81,6 +81,10 @@ class LocalBackend:
             dropped_dead_letters=self._letters.dropped,
             in_flight=0,
         )
+
+    def describe_servers(self) -> list[ServerInfo]:
+        """None: events never leave the process."""
+        return []
 
     # ------------------------------------------------------------------ dead letters
     async def dead_letters(self) -> list[DeadLetter]:

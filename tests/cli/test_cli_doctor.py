@@ -89,6 +89,31 @@ def test_emits_outside_domains_count_and_other_emitters_do_not(cli: Run, shop_ap
     assert result.returncode == 1
 
 
+def test_emits_through_the_outbox_count(cli: Run, shop_app: Path) -> None:
+    # The example app's form, and an outbox kept in a variable; user.created's only
+    # literal emit is replaced, so without them its handler would be "emitted nowhere".
+    service = shop_app / "app/domains/shop/service.py"
+    service.write_text(
+        service.read_text().replace(
+            'await eventbus_api().emit("user.created", {"id": 1})',
+            'await eventbus_api().outbox(session).emit("user.created", {"id": 1})',
+        )
+        + "\n\nasync def later(session: object) -> None:\n"
+        "    outbox = eventbus_api().outbox(session)\n"
+        '    await outbox.emit("user.nobody")\n'
+    )
+
+    result = cli(shop_app, "doctor", "--json")
+
+    findings = json.loads(result.stdout)["findings"]
+    assert {"level": "ok", "location": None, "message": "3 emit(s) found in 2 file(s)"} in (
+        findings
+    )
+    problems = [f["message"] for f in findings if f["level"] != "ok"]
+    assert problems == []  # user.nobody is covered by the user.* pattern
+    assert result.returncode == 0
+
+
 def test_plugin_not_enabled_is_an_error_with_the_fix(
     cli: Run, make_app: Callable[..., Path]
 ) -> None:

@@ -33,9 +33,9 @@ from ..._core.envelope import EventEnvelope
 from ..._core.errors import BackendUnavailable, EventSerializationError
 from ..._core.results import EmitResult, HandlerFailure
 from ..._core.settings import BusSettings
-from ..._secrets import mask_url
+from ..._secrets import mask_url, public_location
 from ..._text import as_text
-from ..base import BackendHealth, BackendPort, StopReport, start_in_context
+from ..base import BackendHealth, BackendPort, ServerInfo, StopReport, start_in_context
 from .broadcast import BroadcastReader
 from .connection import Backoff, describe_error, is_fatal, is_transient, make_client
 from .consumer import GroupConsumer
@@ -99,6 +99,23 @@ class RedisStreamsBackend:
     @property
     def masked_url(self) -> str:
         return mask_url(self.url)
+
+    def describe_servers(self) -> list[ServerInfo]:
+        """The Redis server of ``redis_url``: host, port, database; never the password."""
+        scheme, host, path = public_location(self.url, default_port=6379)
+        server = ServerInfo(
+            name="redis",
+            host=host,
+            protocol=scheme,
+            description=(
+                f"Redis Streams: every event is an entry of the stream {self.keys.events} "
+                f"(its name in the entry's name field), read by the consumer group "
+                f"{self._settings.redis_group!r}; dead letters in {self.keys.dead}."
+            ),
+        )
+        if path and path != "/":
+            server["pathname"] = path
+        return [server]
 
     @property
     def pending_entries(self) -> int:
