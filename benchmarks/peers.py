@@ -22,6 +22,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from benchmarks import injection_bench
 from benchmarks.asgi import make_app, paired_case
 from benchmarks.harness import Case, Counter, PairedCase, Unsupported, wait_for_count
 
@@ -86,6 +87,9 @@ class Adapter:
     async def after_response(self) -> PairedCase:
         raise Unsupported("no after-response dispatch")
 
+    async def injected(self) -> Case:
+        raise Unsupported("no dependency injection in handlers")
+
 
 # --- floors --------------------------------------------------------------------------------
 
@@ -116,6 +120,9 @@ class DirectAwait(Adapter):
 
     async def crowded(self) -> Case:
         return await self.awaited(1)
+
+    async def injected(self) -> Case:
+        return await injection_bench.floor_case()
 
 
 class Gather(Adapter):
@@ -290,6 +297,10 @@ class Ours(Adapter):
 
         note = "drain() at each block end is timed, so handler work is counted"
         return paired_case(app, counter, settle=settle, close=bus.aclose, note=note)
+
+    async def injected(self) -> Case:
+        bus, _ = self._bus()
+        return await injection_bench.ours_case(bus)
 
 
 # --- peers ---------------------------------------------------------------------------------
@@ -473,6 +484,13 @@ class FastapiEventsPeer(Adapter):
         counter = Counter()
         local = self._local([(EVENT, h) for h in async_handlers(counter, k)])
         return self._middleware_case(local, counter, k)
+
+    async def injected(self) -> Case:
+        counter = Counter()
+        local = self._local(injection_bench.fastapi_events_handlers(counter))
+        case = self._middleware_case(local, counter, 1)
+        case.note = injection_bench.FASTAPI_EVENTS_NOTE
+        return case
 
     async def sync_handler(self) -> Case:
         counter = Counter()

@@ -326,7 +326,9 @@ def write_chart(results: list[Result], scenarios: list[Scenario], path: Path, mo
 
     present = {r.scenario for r in results}
     timed = [
-        s for s in scenarios if s.kind in ("timed", "paired") and s.enabled and s.id in present
+        s
+        for s in scenarios
+        if s.kind in ("timed", "paired", "user-call") and s.enabled and s.id in present
     ]
     redis_rows = [r for r in results if r.scenario == "8"]
     redis_ran = any(r.status != "n/a" for r in redis_rows)

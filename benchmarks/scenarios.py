@@ -46,7 +46,7 @@ class Scenario:
     title: str
     short: str  # for the chart
     unit: str
-    kind: str  # "timed" | "paired" | "memory" | "redis" | "kafka"
+    kind: str  # "timed" | "paired" | "memory" | "redis" | "outbox" | "kafka"
     entries: tuple[Entry, ...] = ()
     floor: str | None = None  # system whose figure is the floor ratio's denominator
     enabled: bool = True
@@ -83,6 +83,16 @@ SCENARIOS: list[Scenario] = [
         "timed",
         _cast("awaited", ("direct-await", "direct-call"), 1),
         floor="direct-await",
+    ),
+    # The way an app calls the bus (benchmarks.user_call): measured together, alternating.
+    Scenario(
+        "1b",
+        "one async handler, as an app calls it: eventbus_api().emit() in a started app",
+        "one handler, as an app\ncalls it (vs blinker)",
+        "µs/emit",
+        "user-call",
+        (Entry("floor", "user_call"), Entry("ours", "user_call"), Entry("blinker", "user_call")),
+        floor="floor",
     ),
     Scenario(
         "2",
@@ -137,6 +147,16 @@ SCENARIOS: list[Scenario] = [
         "memory",
         (Entry("ours", "memory"),),
     ),
+    # FastAPI Depends in handlers (benchmarks.injection_bench).
+    Scenario(
+        "12",
+        "one async handler with one async dependency (Depends), emit awaited",
+        "one handler with\none Depends, awaited",
+        "µs/emit",
+        "timed",
+        tuple(Entry(s, "injected") for s in ("direct-await", "ours", "fastapi-events")),
+        floor="direct-await",
+    ),
     # Redis Streams backend end to end, on a private redis-server (benchmarks.redis_scenario,
     # measured by benchmarks.redis_bench); all rows come from one run of it.
     Scenario(
@@ -152,10 +172,37 @@ SCENARIOS: list[Scenario] = [
         ),
         floor="redis-py",
     ),
+    # The transactional outbox on PostgreSQL (benchmarks.outbox_scenario, measured by
+    # benchmarks.outbox_bench); one run gives the rows of 9, 10 and 11.
+    Scenario(
+        "9",
+        "outbox(session).emit in a transaction vs a plain INSERT of the same row (PostgreSQL)",
+        "outbox emit",
+        "µs/op",
+        "outbox",
+        (Entry("plain-insert", "outbox"), Entry("ours", "outbox")),
+        floor="plain-insert",
+    ),
+    Scenario(
+        "10",
+        "outbox: commit to handler, same process (PostgreSQL)",
+        "outbox latency",
+        "µs",
+        "outbox",
+        (Entry("ours", "outbox"),),
+    ),
+    Scenario(
+        "11",
+        "outbox: relay throughput, two relay processes (PostgreSQL)",
+        "outbox relays",
+        "µs/event",
+        "outbox",
+        (Entry("ours", "outbox"),),
+    ),
     # Kafka backend end to end, on a private tansu broker (benchmarks.kafka_scenario,
     # measured by benchmarks.kafka_bench); all rows come from one run of it.
     Scenario(
-        "9",
+        "13",
         "Kafka end to end: emit in one process, handled in another",
         "Kafka end to end",
         "µs/event",
@@ -285,7 +332,7 @@ def select(ids: list[str] | None, systems: list[str] | None) -> list[Scenario]:
         return chosen
     out = []
     for s in chosen:
-        if s.kind in ("redis", "kafka"):  # one run measures ours and its floors together
+        if s.kind in ("redis", "user-call", "outbox", "kafka"):  # one run measures all
             entries = s.entries if "ours" in systems else ()
         else:
             entries = tuple(e for e in s.entries if e.system in systems)
@@ -304,8 +351,26 @@ def run_redis(scenario: Scenario, settings: Settings, skip: str | None) -> list[
     return [Result(scenario.id, **row) for row in rows]
 
 
+def run_user_call(scenario: Scenario, settings: Settings) -> list[Result]:
+    """Scenario 1b: one run alternates the floor, ours and blinker (benchmarks.user_call)."""
+    from benchmarks import user_call
+
+    systems = [e.system for e in scenario.entries]
+    if "ours" not in systems:
+        return []
+    return [Result(scenario.id, **row) for row in user_call.measure(systems, settings)]
+
+
+def run_outbox(scenarios: list[Scenario], settings: Settings) -> list[Result]:
+    """Scenarios 9-11: one outbox_bench run gives every row of the selected ones."""
+    from benchmarks import outbox_scenario
+
+    ids = [s.id for s in scenarios if s.kind == "outbox" and s.enabled and s.entries]
+    return [Result(**row) for row in outbox_scenario.measure(ids, settings)] if ids else []
+
+
 def run_kafka(scenario: Scenario, settings: Settings, skip: str | None) -> list[Result]:
-    """Scenario 9: one kafka_bench run gives every row (floors and ours measured together)."""
+    """Scenario 13: one kafka_bench run gives every row (floors and ours measured together)."""
     from benchmarks import kafka_scenario
 
     systems = [e.system for e in scenario.entries]
@@ -323,15 +388,21 @@ def run_all(
 ) -> list[Result]:
     """Every entry of every enabled scenario; ``redis_skip``: why scenario 8 is not run."""
     results: list[Result] = []
+    outbox_done = False
     for scenario in scenarios:
-        if not scenario.enabled:
+        if not scenario.enabled or (scenario.kind == "outbox" and outbox_done):
             continue
-        if scenario.kind in ("redis", "kafka"):
+        if scenario.kind in ("redis", "user-call", "outbox", "kafka"):
             start = time.perf_counter()
-            if scenario.kind == "redis":
-                rows = run_redis(scenario, settings, redis_skip)
-            else:
+            if scenario.kind == "outbox":
+                outbox_done = True
+                rows = run_outbox(scenarios, settings)
+            elif scenario.kind == "kafka":
                 rows = run_kafka(scenario, settings, None)
+            elif scenario.kind == "user-call":
+                rows = run_user_call(scenario, settings)
+            else:
+                rows = run_redis(scenario, settings, redis_skip)
             results.extend(rows)
             if progress is not None:
                 for row in rows:

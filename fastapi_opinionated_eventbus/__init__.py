@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._codec import register_type
-from ._core.api import eventbus_api
+from ._core.api import EventBusDep, eventbus_api, get_correlation_id, get_event_bus
 from ._core.bus import EventBus
 from ._core.dead_letters import DeadLetter
 from ._core.decorators import OnInternalEvent, register_schema
@@ -36,6 +36,7 @@ __all__ = [
     "EmitResult",
     "EventBus",
     "EventBusClosed",
+    "EventBusDep",
     "EventBusError",
     "EventBusNotEnabled",
     "EventBusOverloaded",
@@ -51,6 +52,8 @@ __all__ = [
     "TypedEvent",
     "current_event",
     "eventbus_api",
+    "get_correlation_id",
+    "get_event_bus",
     "register_schema",
     "register_type",
 ]

@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 __all__ = [
     "MASK",
+    "PublicLocation",
     "is_secret_key",
     "mapping_secrets",
     "mask_mapping",
     "mask_url",
+    "public_location",
     "redact",
     "scrub",
     "secrets_of",
+    "url_problem",
 ]
 
 MASK = "***"
@@ -136,3 +139,55 @@ def mask_mapping(mapping: Mapping[Any, Any]) -> dict[str, Any]:
 def mapping_secrets(mapping: Mapping[Any, Any]) -> tuple[str, ...]:
     """The secret values of ``mapping`` as text, longest first (for :func:`redact`)."""
     return _longest_first({str(v) for k, v in mapping.items() if is_secret_key(k) and v})
+
+
+def url_problem(url: str) -> str | None:
+    """What is malformed in a server URL, said without quoting any part of it; None when
+    it parses the way clients will read it.
+
+    A password with an unencoded ``/``, ``?``, ``#`` or ``@`` makes a URL parser read part
+    of it as the path, query, fragment or host, and the parser's error then quotes that
+    part (e.g. "Port could not be cast to integer value as 'TOPSECRET'"): never echo it.
+    """
+    _, userinfo, _ = _split_userinfo(url)
+    if userinfo is not None and any(char in userinfo for char in "/?#@"):
+        return (
+            "its user info (user name or password) contains an unencoded '/', '?', '#' or "
+            "'@': percent-encode the password, e.g. urllib.parse.quote(password, safe='')"
+        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        return "its port is not a number between 0 and 65535"
+    if parts.scheme != "unix" and not parts.hostname:
+        return "it names no host"
+    return None
+
+
+class PublicLocation(NamedTuple):
+    """Where a URL points, and nothing that could be a secret."""
+
+    scheme: str
+    host: str
+    """``host:port`` (IPv6 in brackets); ``localhost`` for a Unix socket."""
+    path: str
+
+
+def public_location(url: str, default_port: int | None = None) -> PublicLocation:
+    """The scheme, host, port and path of ``url``: no user info, query or fragment.
+
+    Never raises: a URL too broken to read gives the host ``"unknown"``.
+    """
+    scheme = url.partition("://")[0]
+    _, _, rest = _split_userinfo(url)  # cut at the last "@", as masking does
+    try:
+        parts = urlsplit(f"{scheme}://{rest}")
+        hostname, port = parts.hostname, parts.port
+    except ValueError:
+        return PublicLocation(scheme, "unknown", "")
+    if not hostname:
+        return PublicLocation(scheme, "localhost", parts.path)  # unix:///path/to.sock
+    host = f"[{hostname}]" if ":" in hostname else hostname
+    port = port if port is not None else default_port
+    return PublicLocation(scheme, host if port is None else f"{host}:{port}", parts.path)

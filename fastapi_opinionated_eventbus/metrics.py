@@ -7,12 +7,22 @@ handler, so a pattern handler seeing unbounded event names keeps bounded cardina
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["CountingCollector", "FanOutCollector", "MetricsCollector", "PrometheusCollector"]
+from ._observability.counters import OVERFLOW, CountingCollector
+
+__all__ = [
+    "OTHER_EVENTS",
+    "CountingCollector",
+    "FanOutCollector",
+    "MetricsCollector",
+    "PrometheusCollector",
+]
+
+OTHER_EVENTS = OVERFLOW
+"""The ``event`` label of every name beyond ``max_event_names``: ``(other)``, as the
+introspection counters name theirs."""
 
 
 @runtime_checkable
@@ -37,50 +47,9 @@ class MetricsCollector(Protocol):
     def watch(self, in_flight: Callable[[], int], redis_pending: Callable[[], int]) -> None:
         """Called once: gauges read these when scraped (no cost per event)."""
 
-
-class CountingCollector:
-    """Plain in-memory counters, as the introspection endpoint shows them."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()  # handlers of sync events report from threads
-        self.counts: Counter[str] = Counter()
-        self.failures_by_handler: Counter[str] = Counter()
-
-    def emitted(self, event: str) -> None:
-        with self._lock:
-            self.counts["emitted"] += 1
-
-    def handled(self, subscription: str, handler: str, seconds: float) -> None:
-        with self._lock:
-            self.counts["handled"] += 1
-
-    def failed(self, subscription: str, handler: str, seconds: float) -> None:
-        with self._lock:
-            self.counts["failed"] += 1
-            self.failures_by_handler[handler] += 1
-
-    def retried(self, subscription: str, handler: str) -> None:
-        with self._lock:
-            self.counts["retried"] += 1
-
-    def dead_lettered(self, subscription: str, handler: str) -> None:
-        with self._lock:
-            self.counts["dead_lettered"] += 1
-
-    def lost(self, event: str) -> None:
-        with self._lock:
-            self.counts["lost"] += 1
-
-    def watch(self, in_flight: Callable[[], int], redis_pending: Callable[[], int]) -> None:
-        pass
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            keys = ("emitted", "handled", "failed", "retried", "dead_lettered", "lost")
-            return {
-                **{key: self.counts[key] for key in keys},
-                "failures_by_handler": dict(self.failures_by_handler),
-            }
+    # Optional (not part of the protocol, so collectors written before it still work):
+    # ``watch_outbox(pending_rows, oldest_age_seconds)``, called once when the
+    # transactional outbox is on, with two callables read when scraped.
 
 
 class FanOutCollector:
@@ -117,6 +86,14 @@ class FanOutCollector:
         for collector in self.collectors:
             collector.watch(in_flight, redis_pending)
 
+    def watch_outbox(
+        self, pending_rows: Callable[[], int], oldest_age_seconds: Callable[[], float]
+    ) -> None:
+        for collector in self.collectors:
+            watch = getattr(collector, "watch_outbox", None)
+            if watch is not None:
+                watch(pending_rows, oldest_age_seconds)
+
 
 class PrometheusCollector:
     """Prometheus series (``pip install fastapi-opinionated-eventbus[prometheus]``).
@@ -125,7 +102,12 @@ class PrometheusCollector:
     never clash; pass ``registry=prometheus_client.REGISTRY`` to share the global one.
     """
 
-    def __init__(self, registry: Any = None, namespace: str = "eventbus") -> None:
+    def __init__(
+        self, registry: Any = None, namespace: str = "eventbus", *, max_event_names: int = 500
+    ) -> None:
+        if max_event_names < 1:
+            raise ValueError(f"max_event_names must be >= 1, got {max_event_names!r}")
+        self._max_event_names = max_event_names
         try:
             import prometheus_client as prom
         except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -181,6 +163,7 @@ class PrometheusCollector:
             "background_in_flight", "Background events in flight", namespace=ns, registry=reg
         )
         self._emitted_by: dict[str, Any] = {}
+        self._lost_by: dict[str, Any] = {}
         self._by_handler: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
         self._redis_pending = prom.Gauge(
             "redis_pending_entries",
@@ -188,14 +171,27 @@ class PrometheusCollector:
             namespace=ns,
             registry=reg,
         )
+        self._namespace = namespace
+        self._outbox_gauges: tuple[Any, Any] | None = None
 
     # labels() takes a lock and builds a key on every call: the labelled children are looked
-    # up once and kept (cardinality is bounded by subscriptions and emitted names).
+    # up once and kept. Handler series are bounded by the subscriptions; event-labelled ones
+    # by max_event_names (the first names seen get a series each, later ones share one).
     def emitted(self, event: str) -> None:
         child = self._emitted_by.get(event)
         if child is None:
-            child = self._emitted_by[event] = self._emitted.labels(event)
+            child = self._event_series(self._emitted, self._emitted_by, event)
         child.inc()
+
+    def _event_series(self, counter: Any, series: dict[str, Any], event: str) -> Any:
+        if len(series) < self._max_event_names:
+            child = series[event] = counter.labels(event)
+            return child
+        # An app emitting unbounded distinct names (ids in names...) keeps bounded series.
+        other = series.get(OTHER_EVENTS)
+        if other is None:
+            other = series[OTHER_EVENTS] = counter.labels(OTHER_EVENTS)
+        return other
 
     def _handler_series(self, subscription: str, handler: str) -> tuple[Any, Any, Any]:
         key = (subscription, handler)
@@ -225,11 +221,42 @@ class PrometheusCollector:
         self._dead.labels(subscription, handler).inc()
 
     def lost(self, event: str) -> None:
-        self._lost.labels(event).inc()
+        child = self._lost_by.get(event)
+        if child is None:
+            child = self._event_series(self._lost, self._lost_by, event)
+        child.inc()
 
     def watch(self, in_flight: Callable[[], int], redis_pending: Callable[[], int]) -> None:
         self._in_flight.set_function(in_flight)
         self._redis_pending.set_function(redis_pending)
+
+    def watch_outbox(
+        self, pending_rows: Callable[[], int], oldest_age_seconds: Callable[[], float]
+    ) -> None:
+        """Outbox gauges, registered only when the outbox is on (label-free)."""
+        if self._outbox_gauges is None:
+            self._outbox_gauges = self._make_outbox_gauges()
+        pending, oldest = self._outbox_gauges
+        pending.set_function(pending_rows)
+        oldest.set_function(oldest_age_seconds)
+
+    def _make_outbox_gauges(self) -> tuple[Any, Any]:
+        import prometheus_client as prom
+
+        ns, reg = self._namespace, self.registry
+        pending = prom.Gauge(
+            "outbox_pending_rows",
+            "Outbox rows committed and not yet dispatched (refreshed every poll interval)",
+            namespace=ns,
+            registry=reg,
+        )
+        oldest = prom.Gauge(
+            "outbox_oldest_age_seconds",
+            "How long the oldest undispatched outbox row has waited (0 when none)",
+            namespace=ns,
+            registry=reg,
+        )
+        return pending, oldest
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format and its content type, for the metrics endpoint."""
@@ -238,12 +265,12 @@ class PrometheusCollector:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-def build_collector(option: Any) -> MetricsCollector | None:
+def build_collector(option: Any, *, max_event_names: int = 500) -> MetricsCollector | None:
     """The ``metrics`` plugin option: None, "prometheus", or a collector instance."""
     if option is None:
         return None
     if option == "prometheus":
-        return PrometheusCollector()
+        return PrometheusCollector(max_event_names=max_event_names)
     if isinstance(option, MetricsCollector):
         return option
     from ._core.errors import ConfigurationError

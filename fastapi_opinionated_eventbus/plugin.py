@@ -7,18 +7,17 @@ import sys
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi_opinionated.app import AppCmd
+from fastapi_opinionated.app import App, AppCmd
 from fastapi_opinionated.registry.plugin import PluginRegistry
 from fastapi_opinionated.shared.base_plugin import BasePlugin
 
 from ._core import declarations
 from ._core.bus import EventBus
+from ._core.enablement import PLUGIN_PATH, check_configured, check_domains, report_handlers
 from ._observability.introspection import mount_endpoints
 from .middleware import EventBusMiddleware
 
-__all__ = ["EventBusPlugin"]
-
-PLUGIN_PATH = "fastapi_opinionated_eventbus.plugin.EventBusPlugin"
+__all__ = ["PLUGIN_PATH", "EventBusPlugin"]
 
 
 class EventBusPlugin(BasePlugin):
@@ -40,11 +39,19 @@ class EventBusPlugin(BasePlugin):
             root = os.getcwd()
             if root not in sys.path:
                 sys.path.insert(0, root)
+        elif App.fastapi is None:
+            # Built by the app's code to configure it, before App.create(): if App.create()
+            # does not enable it, no hook of ours will ever run to say so.
+            check_configured()
 
     @staticmethod
     @AppCmd("eventbus.enable")
     def _internal(app: Any, fastapi_app: FastAPI, **options: Any) -> EventBus:
-        bus = EventBus(app_name=fastapi_app.title, **options)
+        # The app's dependency_overrides serve the handlers' dependencies too (tests swap a
+        # dependency once, for routes and handlers alike).
+        bus = EventBus(
+            app_name=fastapi_app.title, dependency_overrides_provider=fastapi_app, **options
+        )
         fastapi_app.add_middleware(EventBusMiddleware, bus=bus)
         mount_endpoints(fastapi_app, bus)
         return bus
@@ -53,11 +60,13 @@ class EventBusPlugin(BasePlugin):
         # Before the core imports app/domains: handlers are subscribed as their modules load,
         # so an emit between App.create() and startup already reaches them.
         declarations.attach(plugin_api)
+        check_domains()
 
     def on_controllers_loaded(self, app: Any, fastapi_app: FastAPI) -> None:
         bus = _bus_of(app)
         bus.reopen()  # a no-op unless this app's lifespan already ran once
         declarations.attach(bus)
+        report_handlers(bus.subscriptions(), distributed=bus.backend.distributed)
 
     async def on_ready_async(self, app: Any, fastapi_app: FastAPI, plugin_api: Any) -> None:
         await _bus_of(app).start()

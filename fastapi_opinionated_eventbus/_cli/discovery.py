@@ -8,7 +8,6 @@ under ``app/domains`` is imported, which runs the ``@OnInternalEvent`` declarati
 from __future__ import annotations
 
 import ast
-import asyncio
 import dataclasses
 import functools
 import inspect
@@ -17,43 +16,47 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from .._core import declarations
-from .._core.bus import EventBus
 from .._core.declarations import HANDLERS, PLUGIN_NAME
+from .._core.enablement import (
+    DOMAINS_DIR,
+    ENABLE_COMMAND,
+    ENABLED_FILE,
+    EnabledFileError,
+    plugin_enabled,
+    read_enabled,
+    reexport_paths,
+)
 from .._core.errors import ConfigurationError
+from .._core.injection import Injection
 from .._core.retry import RetryPolicy
 from .._core.settings import BusSettings, load_settings
-from .._secrets import mapping_secrets, mask_url, redact, scrub
-from ..plugin import PLUGIN_PATH
 
 __all__ = [
+    "DOMAINS_DIR",
     "ENABLED_FILE",
     "ENABLE_COMMAND",
     "CliError",
     "HandlerInfo",
-    "Target",
+    "app_title",
+    "app_version",
+    "configure_core_logs",
     "discover_handlers",
     "enabled_plugins",
-    "kafka_app_name",
-    "load_target",
-    "one_line",
-    "open_bus",
-    "ping_redis",
-    "redis_app_name",
+    "enter_app",
+    "installed_version",
+    "plugin_enabled",
+    "reexport_paths",
     "require_app_root",
+    "require_plugin_enabled",
     "settings_from_env",
-    "with_bus",
-    "without_secrets",
+    "warn",
 ]
-
-ENABLED_FILE = Path(".fastapi_opinionated") / "enabled_plugins.py"
-DOMAINS_DIR = Path("app") / "domains"
-ENABLE_COMMAND = f"fastapi-opinionated plugins enable {PLUGIN_PATH}"
 
 
 class CliError(Exception):
@@ -69,35 +72,25 @@ def require_app_root(root: Path) -> Path:
     return root
 
 
+def enter_app(options: Any) -> Path:
+    """Validate the app root that the global options (``ctx.obj``: ``app_dir``,
+    ``verbose``) name, make it the current directory (the core reads its files relative to
+    it) and quiet the core's logs."""
+    app_dir: Path = getattr(options, "app_dir", Path("."))
+    root = require_app_root(app_dir.resolve())
+    os.chdir(root)
+    plain = bool(os.environ.get("NO_COLOR")) or not sys.stderr.isatty()
+    configure_core_logs(verbose=bool(getattr(options, "verbose", False)), plain=plain)
+    return root
+
+
 # ====================================================================== enabled plugins
 def enabled_plugins(root: Path) -> list[str]:
     """``ENABLED_PLUGINS`` of the app, read as the core reads it (executed, not parsed)."""
-    path = root / ENABLED_FILE
-    if not path.is_file():
-        return []
-    namespace: dict[str, Any] = {}
     try:
-        exec(compile(path.read_text(), str(path), "exec"), namespace)
-    except Exception as exc:
-        raise CliError(f"cannot read {ENABLED_FILE}: {type(exc).__name__}: {exc}") from None
-    listed = namespace.get("ENABLED_PLUGINS", [])
-    return [str(item) for item in listed] if isinstance(listed, list | tuple) else []
-
-
-def reexport_paths(listed: list[str]) -> list[str]:
-    """Entries naming the plugin through a re-export: the core drops their configuration,
-    because it looks the configuration up by the defining module's path."""
-    return [
-        p
-        for p in listed
-        if p != PLUGIN_PATH
-        and p.startswith("fastapi_opinionated_eventbus")
-        and p.endswith(".EventBusPlugin")
-    ]
-
-
-def plugin_enabled(listed: list[str]) -> bool:
-    return PLUGIN_PATH in listed or bool(reexport_paths(listed))
+        return read_enabled(root)
+    except EnabledFileError as exc:
+        raise CliError(str(exc)) from None
 
 
 def require_plugin_enabled(root: Path) -> None:
@@ -115,70 +108,19 @@ def settings_from_env() -> BusSettings:
         raise CliError(str(exc)) from None
 
 
-async def ping_redis(url: str, timeout: float = 2.0) -> str | None:
-    """None when Redis answers PING within ``timeout`` seconds, else why not (masked)."""
-    try:
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-    except ImportError:
-        return "redis-py is not installed: install fastapi-opinionated-eventbus[redis]"
-    try:
-        # No retries: a refused connection is the answer, not something to wait out.
-        client = aioredis.from_url(
-            url,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
-    except ValueError as exc:
-        return f"invalid Redis URL {mask_url(url)}: {scrub(str(exc), url)}"
-    try:
-        async with asyncio.timeout(timeout):
-            await client.ping()
-    except Exception as exc:
-        reason = scrub(str(exc) or type(exc).__name__, url)
-        return f"Redis at {mask_url(url)} is unreachable: {type(exc).__name__}: {reason}"
-    finally:
-        await client.aclose()
-    return None
-
-
-def redis_app_name(root: Path, settings: BusSettings) -> str | None:
-    """The ``app_name`` to give the bus so that its Redis keys are the app's.
-
-    The backend derives its key prefix from the app's title (``App.create(title=...)``),
-    unless ``redis_prefix`` is set. The CLI never builds the app, so it reads the title
-    from ``main.py`` statically.
-    """
-    if settings.redis_prefix:
-        return None
-    title = app_title(root)
-    if title is None:
-        raise CliError(
-            "cannot tell which Redis keys the app uses: main.py has no App.create() with a "
-            "literal title; set EVENTBUS_REDIS_PREFIX"
-        )
-    return title
-
-
-def kafka_app_name(root: Path, settings: BusSettings) -> str | None:
-    """The ``app_name`` to give the bus so that its Kafka topics and group are the app's
-    (derived from the title unless ``kafka_topic`` and ``kafka_group_id`` are both set)."""
-    if settings.kafka_topic and settings.kafka_group_id:
-        return None
-    title = app_title(root)
-    if title is None:
-        raise CliError(
-            "cannot tell which Kafka topic and group the app uses: main.py has no "
-            "App.create() with a literal title; set EVENTBUS_KAFKA_TOPIC and "
-            "EVENTBUS_KAFKA_GROUP_ID"
-        )
-    return title
-
-
 def app_title(root: Path) -> str | None:
     """The title ``main.py`` passes to ``App.create()``; None when it cannot be read."""
+    return _create_argument(root, "title", "FastAPI")  # FastAPI's default title
+
+
+def app_version(root: Path) -> str | None:
+    """The version ``main.py`` passes to ``App.create()``; None when it cannot be read."""
+    return _create_argument(root, "version", "0.1.0")  # FastAPI's default version
+
+
+def _create_argument(root: Path, name: str, default: str) -> str | None:
+    """A literal keyword argument of ``App.create()`` in ``main.py`` (``default`` when it
+    is not given); None when it cannot be read without running ``main.py``."""
     try:
         tree = ast.parse((root / "main.py").read_text(encoding="utf-8"))
     except (OSError, SyntaxError, ValueError):
@@ -191,20 +133,20 @@ def app_title(root: Path) -> str | None:
             and isinstance(node.func.value, ast.Name)
             and node.func.value.id == "App"
         ):
-            return _title_argument(node)
+            return _keyword_argument(node, name, default)
     return None
 
 
-def _title_argument(call: ast.Call) -> str | None:
+def _keyword_argument(call: ast.Call, name: str, default: str) -> str | None:
     for keyword in call.keywords:
-        if keyword.arg is None:  # App.create(**options): could hold a title
+        if keyword.arg is None:  # App.create(**options): could hold it
             return None
-        if keyword.arg == "title":
+        if keyword.arg == name:
             value = keyword.value
             if isinstance(value, ast.Constant) and isinstance(value.value, str):
                 return value.value
             return None
-    return "FastAPI"  # FastAPI's default title
+    return default
 
 
 # ====================================================================== discovery
@@ -224,6 +166,13 @@ class HandlerInfo:
     broadcast: bool
     schema: str | None
     schema_class: str | None = dataclasses.field(default=None, compare=False)
+    injection: Injection | None = dataclasses.field(default=None, compare=False)
+    """The handler's FastAPI dependencies (None: it has none)."""
+
+    @property
+    def dependencies(self) -> list[str]:
+        """``repo=Depends(module:qualname)`` per injected parameter."""
+        return [] if self.injection is None else self.injection.summary()
 
     @property
     def location(self) -> str:
@@ -244,6 +193,7 @@ class HandlerInfo:
             "timeout": self.timeout,
             "broadcast": self.broadcast,
             "schema": self.schema,
+            "dependencies": [] if self.injection is None else self.injection.to_json(),
         }
 
 
@@ -305,6 +255,7 @@ def _info(entry: dict[str, Any], root: Path) -> HandlerInfo:
         broadcast=sub.broadcast,
         schema=None if schema is None else f"{schema.__module__}:{schema.__qualname__}",
         schema_class=None if schema is None else schema.__name__,
+        injection=sub.injection,
     )
 
 
@@ -362,78 +313,27 @@ class _Plain(logging.Formatter):
         return _ANSI.sub("", self._inner.format(record))
 
 
-# ====================================================================== a bus like the app's
-@dataclass(frozen=True, slots=True)
-class Target:
-    """An app directory, and what it takes to build a bus like the app's."""
-
-    root: Path
-    settings: BusSettings
-    app_name: str | None  # the app's title: the Redis backend's default key prefix
+# ====================================================================== versions
+DISTRIBUTION = "fastapi-opinionated-eventbus"
+CORE_DISTRIBUTION = "fastapi-opinionated-core"
 
 
-def load_target(root: Path, *, remote_only: str | None = None) -> Target:
-    """The app's settings; with Redis, checked to answer. ``remote_only`` is the error
-    message for the local backend, for commands that only make sense with Redis."""
-    require_plugin_enabled(root)
-    settings = settings_from_env()
-    if settings.backend == "kafka":
-        # Reachability is checked by bus.connect(), which names the servers when it fails.
-        return Target(root, settings, kafka_app_name(root, settings))
-    if settings.backend != "redis":
-        if remote_only is not None:
-            raise CliError(remote_only)
-        return Target(root, settings, None)
-    problem = asyncio.run(ping_redis(settings.redis_url))
-    if problem is not None:
-        raise CliError(problem)
-    return Target(root, settings, redis_app_name(root, settings))
+def installed_version() -> str:
+    """Which release runs, and from where: a project installed from the package index
+    under this name may be another, older one (0.1.1) that this one is not."""
+    package = Path(__file__).resolve().parents[1]
+    return (
+        f"{DISTRIBUTION} {_version_of(DISTRIBUTION)} (from {package}), "
+        f"{CORE_DISTRIBUTION} {_version_of(CORE_DISTRIBUTION)}"
+    )
 
 
-async def open_bus(target: Target) -> EventBus:
-    """A bus like the plugin's, subscribed to every discovered handler.
-
-    The backend is connected, not started: this process only publishes or inspects, it
-    must not join the consumer group and take the app's events.
-    """
-    from fastapi_opinionated.app import App
-
-    settings = target.settings
+def _version_of(distribution: str) -> str:
     try:
-        bus = EventBus(settings=settings, app_name=target.app_name)
-    except (ImportError, ConfigurationError) as exc:
-        raise CliError(f"cannot use the {settings.backend} backend: {exc}") from None
-    # Handlers that emit follow-up events reach the bus through eventbus_api().
-    App.plugin.eventbus = bus
-    declarations.attach(bus)
-    try:
-        # Publish and inspect only: this process must not consume the app's events.
-        await bus.connect()
-    except Exception as exc:
-        await bus.aclose()
-        raise CliError(f"cannot connect the bus: {one_line(exc, settings)}") from None
-    return bus
+        return version(distribution)
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
-async def with_bus[T](target: Target, what: str, action: Callable[[EventBus], Awaitable[T]]) -> T:
-    """``action(bus)`` on a freshly opened bus, closed afterwards; failures become one line."""
-    bus = await open_bus(target)
-    try:
-        return await action(bus)
-    except CliError:
-        raise
-    except Exception as exc:
-        raise CliError(f"{what} failed: {one_line(exc, target.settings)}") from None
-    finally:
-        await bus.aclose()
-
-
-def one_line(exc: BaseException, settings: BusSettings) -> str:
-    """``Type: message`` on one line, without the Redis password or Kafka secrets."""
-    text = f"{type(exc).__name__}: {exc}"
-    return without_secrets(" ".join(text.split()), settings)
-
-
-def without_secrets(text: str, settings: BusSettings) -> str:
-    """``text`` without the Redis password and the secret values of kafka_security."""
-    return redact(scrub(text, settings.redis_url), mapping_secrets(settings.kafka_security))
+def warn(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")

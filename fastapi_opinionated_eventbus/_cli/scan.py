@@ -1,4 +1,4 @@
-"""``doctor``'s checks, mostly a static scan of the app's code.
+"""The static scan of the app's code behind ``doctor``, and the name matching ``emit`` uses.
 
 The scan compares what the code emits (string literals passed to ``emit``,
 ``emit_nowait`` and ``emit_after_response``) with what handlers subscribe to. The scan
@@ -7,14 +7,15 @@ itself imports nothing: it reads every ``.py`` file under the app root with ``as
 ``emit`` is a common method name (Socket.IO, pyee, ...): a call ``x.emit("name")`` counts
 only when ``x`` is evidently the event bus: ``eventbus_api()``, a name containing "bus",
 or a name the same module assigns from ``eventbus_api()``/``EventBus(...)`` or annotates
-as ``EventBus``. ``emit_nowait`` and ``emit_after_response`` always count. A line with the
-comment ``# eventbus: ignore`` is skipped.
+as ``EventBus``; or the transactional outbox: ``<anything>.outbox(session).emit(...)``, or
+a name the module assigns from such an ``.outbox(...)`` call. ``emit_nowait`` and
+``emit_after_response`` always count. A line with the comment ``# eventbus: ignore`` is
+skipped.
 """
 
 from __future__ import annotations
 
 import ast
-import asyncio
 import difflib
 import fnmatch
 import os
@@ -22,40 +23,24 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._core.errors import ConfigurationError
-from .._core.settings import BusSettings
-from .._secrets import mask_url
-from ..backends.naming import default_prefix
-from ..plugin import PLUGIN_PATH
-from .discovery import (
-    ENABLE_COMMAND,
-    ENABLED_FILE,
-    CliError,
-    HandlerInfo,
-    discover_handlers,
-    enabled_plugins,
-    kafka_app_name,
-    ping_redis,
-    plugin_enabled,
-    redis_app_name,
-    reexport_paths,
-    settings_from_env,
-)
+from .discovery import HandlerInfo
 
 __all__ = [
-    "Finding",
     "Scan",
     "Site",
-    "cross_check",
-    "diagnose",
+    "closest",
+    "did_you_mean",
     "iter_python_files",
     "matches",
     "scan_app",
+    "unsubscribed_emit",
 ]
 
 EMITTERS = frozenset({"emit", "emit_nowait", "emit_after_response"})
 _ALWAYS_BUS = frozenset({"emit_nowait", "emit_after_response"})
 _BUS_FACTORIES = frozenset({"eventbus_api", "EventBus"})
+# eventbus_api().outbox(session) emits too (after the transaction commits).
+_EMITTER_FACTORIES = _BUS_FACTORIES | {"outbox"}
 _SKIPPED_DIRS = frozenset({"__pycache__", "node_modules", "site-packages", "venv"})
 IGNORE_MARK = "eventbus: ignore"
 DOMAINS_PREFIX = "app/domains/"
@@ -86,6 +71,8 @@ class Scan:
     """``@OnInternalEvent`` outside ``app/domains``: the core never imports those modules."""
     unparsable: list[Site] = field(default_factory=list)
     files: int = 0
+    truncated: bool = False
+    """The scan stopped at its file limit: files after it were not read."""
 
 
 def iter_python_files(root: Path, exclude: Iterable[str] = ()) -> Iterator[Path]:
@@ -100,11 +87,20 @@ def iter_python_files(root: Path, exclude: Iterable[str] = ()) -> Iterator[Path]
                 yield path
 
 
-def scan_app(root: Path, typed_events: Mapping[str, str], exclude: Iterable[str] = ()) -> Scan:
+def scan_app(
+    root: Path,
+    typed_events: Mapping[str, str],
+    exclude: Iterable[str] = (),
+    max_files: int | None = None,
+) -> Scan:
     """Scan the app's files. ``typed_events`` maps a typed event class's name to its event
-    name, so ``emit(UserCreated(...))`` counts as emitting ``user.created``."""
+    name, so ``emit(UserCreated(...))`` counts as emitting ``user.created``. At most
+    ``max_files`` files are read (``truncated`` says when there were more)."""
     scan = Scan()
     for path in iter_python_files(root, exclude):
+        if max_files is not None and scan.files >= max_files:
+            scan.truncated = True
+            break
         scan.files += 1
         _scan_file(path, path.relative_to(root).as_posix(), typed_events, scan)
     return scan
@@ -167,7 +163,7 @@ def _bus_names(tree: ast.AST) -> frozenset[str]:
 
 
 def _is_bus_factory(value: ast.expr | None) -> bool:
-    return isinstance(value, ast.Call) and _terminal_name(value.func) in _BUS_FACTORIES
+    return isinstance(value, ast.Call) and _terminal_name(value.func) in _EMITTER_FACTORIES
 
 
 class _Visitor(ast.NodeVisitor):
@@ -200,7 +196,7 @@ class _Visitor(ast.NodeVisitor):
         if receiver is None:
             return False
         if isinstance(func.value, ast.Call):
-            return receiver in _BUS_FACTORIES
+            return receiver in _EMITTER_FACTORIES
         return "bus" in receiver.lower() or receiver in self.bus_names
 
     def _record_emit(self, arg: ast.expr, line: int) -> None:
@@ -230,179 +226,22 @@ def matches(name: str, exact: set[str], patterns: Iterable[str]) -> bool:
     return name in exact or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-# ====================================================================== doctor's findings
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One line of ``doctor``'s report."""
-
-    level: str  # "ok" | "warning" | "error"
-    message: str
-    location: str | None = None
-
-    def to_json(self) -> dict[str, str | None]:
-        return {"level": self.level, "location": self.location, "message": self.message}
+def closest(name: str, subscribed: Iterable[str], count: int = 1) -> list[str]:
+    """The subscribed names ``name`` was most likely meant to be (a typo's fix)."""
+    return difflib.get_close_matches(name, sorted(set(subscribed)), n=count, cutoff=0.75)
 
 
-def cross_check(handlers: list[HandlerInfo], scan: Scan) -> list[Finding]:
-    """Emitted names no subscription reaches (errors); exact subscriptions nothing emits
-    (warnings)."""
+def did_you_mean(names: list[str]) -> str:
+    """`` (did you mean 'a' or 'b'?)``, or nothing without a name to suggest."""
+    return f" (did you mean {' or '.join(map(repr, names))}?)" if names else ""
+
+
+def unsubscribed_emit(name: str, handlers: list[HandlerInfo]) -> str | None:
+    """Why emitting ``name`` would reach no handler of the app, or None when one matches."""
     exact = {h.event for h in handlers if not h.is_pattern}
-    exact.update(site.name for site in (*scan.subscribed, *scan.undiscovered))
-    patterns = sorted({h.event for h in handlers if h.is_pattern})
-    findings = [_summary(scan)]
-    findings += [
-        _unsubscribed(site, exact)
-        for site in scan.emitted
-        if not matches(site.name, exact, patterns)
-    ]
-    emitted = {site.name for site in scan.emitted}
-    findings.extend(
-        _unemitted(h, scan) for h in handlers if not h.is_pattern and h.event not in emitted
+    if matches(name, exact, (h.event for h in handlers if h.is_pattern)):
+        return None
+    hint = did_you_mean(closest(name, exact, count=3)) or (
+        f" (`fastapi-opinionated-eventbus handlers` lists the {len(exact)} subscribed names)"
     )
-    findings.extend(_undiscovered(site) for site in scan.undiscovered)
-    findings.extend(
-        Finding("warning", f"not scanned: {s.name}", s.location) for s in scan.unparsable
-    )
-    return findings
-
-
-def _summary(scan: Scan) -> Finding:
-    computed = f" ({len(scan.computed)} with computed names not checked)" if scan.computed else ""
-    return Finding("ok", f"{len(scan.emitted)} emit(s) found in {scan.files} file(s){computed}")
-
-
-def _unsubscribed(site: Site, exact: set[str]) -> Finding:
-    close = difflib.get_close_matches(site.name, sorted(exact), n=1, cutoff=0.75)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return Finding(
-        "error", f"{site.name!r} is emitted but no handler subscribes to it{hint}", site.location
-    )
-
-
-def _unemitted(handler: HandlerInfo, scan: Scan) -> Finding:
-    caveat = (
-        f"; {len(scan.computed)} emit(s) with computed names were not checked"
-        if scan.computed
-        else ""
-    )
-    return Finding(
-        "warning",
-        f"{handler.handler} subscribes to {handler.event!r} but nothing emits it{caveat}",
-        handler.location,
-    )
-
-
-def _undiscovered(site: Site) -> Finding:
-    return Finding(
-        "warning",
-        f"@OnInternalEvent({site.name!r}) is outside app/domains: the core does not import "
-        "this module, so the handler runs only if something imports it before startup",
-        site.location,
-    )
-
-
-# ====================================================================== doctor's checks
-def diagnose(root: Path, exclude: Iterable[str] = ()) -> list[Finding]:
-    """Every check of ``doctor``, in the order it reports them."""
-    findings = _check_plugin(root)
-    settings, found = _check_settings()
-    findings += found
-    infos, found = _check_handlers(root)
-    findings += found
-    if settings is not None and settings.backend == "redis":
-        findings += _check_redis(root, settings)
-    if settings is not None and settings.backend == "kafka":
-        findings += _check_kafka(root, settings)
-    if infos is not None:
-        typed = {h.schema_class: h.event for h in infos if h.schema_class}
-        findings += cross_check(infos, scan_app(root, typed, exclude))
-    return findings
-
-
-def _check_plugin(root: Path) -> list[Finding]:
-    listed = enabled_plugins(root)
-    if not plugin_enabled(listed):
-        return [Finding("error", f"the EventBus plugin is not enabled: run `{ENABLE_COMMAND}`")]
-    findings = [Finding("ok", f"plugin enabled in {ENABLED_FILE}")]
-    for path in reexport_paths(listed):
-        findings.append(
-            Finding(
-                "warning",
-                f"{path!r} is a re-export: the core ignores App.configurePlugin options "
-                f"given for it; list {PLUGIN_PATH!r} instead",
-                str(ENABLED_FILE),
-            )
-        )
-    return findings
-
-
-def _check_settings() -> tuple[BusSettings | None, list[Finding]]:
-    try:
-        settings = settings_from_env()
-    except CliError as exc:
-        return None, [Finding("error", str(exc))]
-    return settings, [Finding("ok", f"backend: {settings.backend}")]
-
-
-def _check_handlers(root: Path) -> tuple[list[HandlerInfo] | None, list[Finding]]:
-    try:
-        infos = discover_handlers(root)
-    except CliError as exc:
-        # Without the handlers, every emit would look unsubscribed: skip the cross-check.
-        return None, [Finding("error", str(exc))]
-    if not infos:
-        return infos, [Finding("warning", "no @OnInternalEvent handler found under app/domains")]
-    return infos, [Finding("ok", f"{len(infos)} handler(s) discovered under app/domains")]
-
-
-def _check_redis(root: Path, settings: BusSettings) -> list[Finding]:
-    problem = asyncio.run(ping_redis(settings.redis_url))
-    if problem is not None:
-        return [Finding("error", problem)]
-    findings = [Finding("ok", f"Redis at {mask_url(settings.redis_url)} answers PING")]
-    try:
-        title = redis_app_name(root, settings)
-    except CliError as exc:
-        return [*findings, Finding("warning", f"the CLI {exc}")]
-    prefix = settings.redis_prefix or default_prefix(title or "")
-    findings.append(Finding("ok", f"the app's Redis keys: {{{prefix}}}:*"))
-    return findings
-
-
-def _check_kafka(root: Path, settings: BusSettings) -> list[Finding]:
-    try:
-        from ..backends.kafka.admin import probe
-        from ..backends.kafka.config import KafkaConfig
-    except ImportError as exc:
-        return [
-            Finding(
-                "error",
-                f"the Kafka backend cannot load ({exc}): install "
-                "fastapi-opinionated-eventbus[kafka]",
-            )
-        ]
-    findings: list[Finding] = []
-    try:
-        title = kafka_app_name(root, settings)
-    except CliError as exc:
-        title = None
-        findings.append(Finding("warning", f"the CLI {exc}"))
-    try:
-        config = KafkaConfig.from_settings(settings, title)
-    except ConfigurationError as exc:
-        return [*findings, Finding("error", str(exc))]
-    problem, topics = asyncio.run(probe(config, timeout=min(settings.connect_timeout, 5.0)))
-    if problem is not None:
-        return [*findings, Finding("error", problem)]
-    findings.append(Finding("ok", f"Kafka at {config.servers} answers"))
-    for topic in (config.topic, config.dead_letter_topic):
-        if topic in topics:
-            findings.append(Finding("ok", f"topic {topic} exists"))
-        elif settings.kafka_create_topics:
-            findings.append(Finding("ok", f"topic {topic} is created when the app starts"))
-        else:
-            findings.append(
-                Finding("error", f"topic {topic} is missing and kafka_create_topics is off")
-            )
-    findings.append(Finding("ok", f"the app's consumer group: {config.group}"))
-    return findings
+    return f"no handler subscribes to {name!r}, so nothing was emitted{hint}"

@@ -14,23 +14,25 @@ import asyncio
 import contextvars
 import threading
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi_opinionated.shared.logger import ns_logger
 
 from .envelope import EventEnvelope
-from .errors import EventBusClosed, EventBusError, EventBusOverloaded
+from .errors import BackendUnavailable, EventBusClosed, EventBusError, EventBusOverloaded
+from .interruption import Interruption, take_interruption
 from .lifecycle import Lifecycle
 from .registry import Plan
-from .stepping import Resumed
 
-__all__ = ["BackgroundQueue"]
+__all__ = ["BackgroundQueue", "Interrupted"]
 
 logger = ns_logger("EventBus")
 
 QueueItem = tuple[EventEnvelope, Plan, contextvars.Context]
-Runner = Callable[[EventEnvelope, Plan], Coroutine[Any, Any, object]]
+Starter = Callable[[EventEnvelope, Plan, contextvars.Context], Awaitable[object] | None]
+"""A backend's start_publish: the first step of handing an event over, inside its context."""
 
 
 # How long shutdown waits for cancelled handlers to unwind.
@@ -41,13 +43,22 @@ _UNWIND_SECONDS = 1.0
 _FAIR_SHARE = 256
 
 
+@dataclass(frozen=True, slots=True)
+class Interrupted:
+    """The background events shutdown could not let finish, by how they ended."""
+
+    lost: list[EventEnvelope]
+    abandoned: list[EventEnvelope]
+    unconfirmed: list[EventEnvelope]
+
+
 class BackgroundQueue:
     """Accepts events from any thread; runs them on the bus's loop; drains on shutdown."""
 
     def __init__(
-        self, run: Runner, max_pending: int, on_lost: Callable[[EventEnvelope], None]
+        self, start: Starter, max_pending: int, on_lost: Callable[[EventEnvelope], None]
     ) -> None:
-        self._run = run
+        self._start = start
         self._on_lost = on_lost
         self._max_pending = max_pending
         self._queue: deque[QueueItem] = deque()
@@ -62,7 +73,15 @@ class BackgroundQueue:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self.state = Lifecycle.OPEN
+        # Every accepted event ends as exactly one of: handled (ran to its end, handlers'
+        # failures included), lost, abandoned (still running when shutdown gave up),
+        # unconfirmed (may have reached the broker); or is still pending.
+        self.accepted = 0
         self.lost = 0
+        self.abandoned = 0
+        self.unconfirmed = 0
+        self._given_up: set[asyncio.Task[Any]] = set()
+        self._interrupted_now: Interrupted | None = None  # filled while cancel_all runs
 
     # ------------------------------------------------------------------ accepting
     def bind(self, loop: asyncio.AbstractEventLoop | None) -> None:
@@ -86,6 +105,7 @@ class BackgroundQueue:
             if self._pending + self._handed_over >= self._max_pending:
                 raise self._overloaded(envelope)
             self._pending += 1
+            self.accepted += 1
             self._queue.append((envelope, plan, context))
             if self._drainer is None:
                 self._start_drainer()
@@ -98,11 +118,13 @@ class BackgroundQueue:
             if self._pending + self._handed_over >= self._max_pending:
                 raise self._overloaded(envelope)
             self._handed_over += 1
+            self.accepted += 1
         try:
             loop.call_soon_threadsafe(self._accept, (envelope, plan, context))
         except RuntimeError as exc:  # the loop is closed: nothing would ever run it
             with self._handover_lock:
                 self._handed_over -= 1
+                self.accepted -= 1
             raise EventBusClosed(
                 f"cannot emit {envelope.name!r}: the app's loop is closed"
             ) from exc
@@ -142,28 +164,31 @@ class BackgroundQueue:
         self._drainer = self._loop.create_task(self._drain(), name="eventbus-drainer")
 
     async def _drain(self) -> None:
-        queue, run = self._queue, self._run
+        queue, start = self._queue, self._start
         ran = 0
         while queue:
             envelope, plan, context = queue.popleft()
-            coro = run(envelope, plan)
             try:
-                # First step inline: most events finish here, costing no Task at all.
-                waiting_on = context.run(coro.send, None)
-            except StopIteration:
-                self._finished()
-                ran += 1
-                if ran % _FAIR_SHARE == 0:
-                    await asyncio.sleep(0)
-                continue
+                # The first step here: most events finish in it, costing no Task at all.
+                rest = start(envelope, plan, context)
             except Exception as exc:  # e.g. a broker that did not take the event
                 self._finished()
-                self.count_lost(envelope, _reason(exc))
+                self._failed(envelope, exc)
                 continue
             except BaseException:  # KeyboardInterrupt, SystemExit: not ours to swallow
                 self._finished()
                 self._drainer = None
                 raise
+            if rest is None:
+                # _finished() inlined: the common case of the background hot path.
+                self._pending -= 1
+                if not self._pending and self._idle is not None:
+                    self._wake_idle_waiters()
+                ran += 1
+                if ran == _FAIR_SHARE:
+                    ran = 0
+                    await asyncio.sleep(0)
+                continue
             # The event suspended: this task stays with it, a new drainer takes the queue.
             task = asyncio.current_task()
             assert task is not None
@@ -172,13 +197,22 @@ class BackgroundQueue:
             if queue:
                 self._start_drainer()
             try:
-                await Resumed(coro, context, waiting_on)
+                await rest
+            except asyncio.CancelledError:
+                if task not in self._given_up:
+                    self._interrupted(envelope, take_interruption(task))
+                raise
             except Exception as exc:
-                self.count_lost(envelope, _reason(exc))
+                if task not in self._given_up:
+                    self._failed(envelope, exc)
             finally:
-                # Also when cancelled at shutdown: the count must never drift.
+                # Also when cancelled at shutdown: the count must never drift. (An event
+                # shutdown gave up on was already counted, and taken off pending.)
                 self._holding.pop(task, None)
-                self._finished()
+                if task in self._given_up:
+                    self._given_up.discard(task)
+                else:
+                    self._finished()
             return
         self._drainer = None
 
@@ -213,34 +247,83 @@ class BackgroundQueue:
         if self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
 
-    async def cancel_all(self) -> list[EventEnvelope]:
-        """Take nothing more; cancel everything queued or running, wait (briefly) for the
-        cancelled handlers to unwind, and return the events lost."""
+    async def cancel_all(self) -> Interrupted:
+        """Take nothing more; cancel everything queued or running, wait (at most
+        ``_UNWIND_SECONDS``) for the cancelled handlers to unwind, and report how the
+        events ended: never started or interrupted (lost), still running (abandoned), or
+        interrupted mid-publish (unconfirmed)."""
         self.state = Lifecycle.CLOSED
-        lost = [envelope for envelope, _, _ in self._queue]
+        outcome = Interrupted([envelope for envelope, _, _ in self._queue], [], [])
         self._pending -= len(self._queue)
         self._queue.clear()
-        lost.extend(self._holding.values())
-        running = list(self._holding)
+        for envelope in outcome.lost:
+            self._lose(envelope)
+        held = dict(self._holding)
+        running = list(held)
         if self._drainer is not None:
             running.append(self._drainer)
             self._drainer = None
+        self._interrupted_now = outcome
         for task in running:
             task.cancel()
         if running:
-            # Their finally clauses update the count; a handler that swallows its
-            # cancellation is not waited for forever.
+            # A handler that swallows its cancellation is not waited for forever.
             await asyncio.wait(running, timeout=_UNWIND_SECONDS)
+        for task, envelope in held.items():
+            if not task.done():
+                self._given_up.add(task)
+                self._holding.pop(task, None)
+                self._pending -= 1
+                self.abandoned += 1
+                outcome.abandoned.append(envelope)
+        self._interrupted_now = None
         self._wake_idle_waiters()
-        self.lost += len(lost)
-        for envelope in lost:
-            self._on_lost(envelope)
-        return lost
+        return outcome
 
-    def count_lost(self, envelope: EventEnvelope, reason: str) -> None:
+    def _interrupted(self, envelope: EventEnvelope, how: Interruption | None) -> None:
+        """A running event cancelled at shutdown, classified by what its code noted."""
+        report = self._interrupted_now
+        if how is Interruption.ABANDONED:
+            self.abandoned += 1
+            if report is not None:
+                report.abandoned.append(envelope)
+        elif how is Interruption.UNCONFIRMED:
+            self.unconfirmed += 1
+            if report is not None:
+                report.unconfirmed.append(envelope)
+        else:
+            self._lose(envelope)
+            if report is not None:
+                report.lost.append(envelope)
+
+    def _failed(self, envelope: EventEnvelope, exc: Exception) -> None:
+        """The backend could not hand the event over."""
+        if isinstance(exc, BackendUnavailable) and exc.may_be_stored:
+            self.unconfirmed += 1
+            logger.error(
+                f"Event {envelope.describe()} is unconfirmed: it may have been stored, but "
+                f"nothing confirmed it: {type(exc).__name__}: {exc}"
+            )
+            return
+        self.count_lost(envelope, _reason(exc))
+
+    def _lose(self, envelope: EventEnvelope) -> None:
         self.lost += 1
         self._on_lost(envelope)
+
+    def count_lost(self, envelope: EventEnvelope, reason: str) -> None:
+        self._lose(envelope)
         logger.error(f"Event {envelope.describe()} was lost: {reason}")
+
+    def count_refused(self, envelope: EventEnvelope, reason: str) -> None:
+        """An event emitted earlier (after the response) that could not be accepted now."""
+        self.accepted += 1
+        self.count_lost(envelope, reason)
+
+    @property
+    def handled(self) -> int:
+        """Accepted events that ran to their end (their handlers' failures included)."""
+        return self.accepted - self.pending - self.lost - self.abandoned - self.unconfirmed
 
 
 def _reason(exc: Exception) -> str:

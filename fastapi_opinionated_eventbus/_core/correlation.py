@@ -6,7 +6,13 @@ import re
 import secrets
 from contextvars import ContextVar
 
-__all__ = ["HEADER", "INCOMING_HEADERS", "new_correlation_id", "request_correlation_id"]
+__all__ = [
+    "HEADER",
+    "INCOMING_HEADERS",
+    "is_valid_correlation_id",
+    "new_correlation_id",
+    "request_correlation_id",
+]
 
 HEADER = b"x-correlation-id"
 INCOMING_HEADERS = (b"x-correlation-id", b"x-request-id")
@@ -21,6 +27,11 @@ request_correlation_id: ContextVar[str | None] = ContextVar(
 
 def new_correlation_id() -> str:
     return secrets.token_hex(16)
+
+
+def is_valid_correlation_id(text: str) -> bool:
+    """Whether ``text`` is a correlation id that may go into a log line as it is."""
+    return _VALID.fullmatch(text) is not None
 
 
 def accept_header(value: bytes) -> str | None:

@@ -10,9 +10,17 @@ from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any
 
+from .correlation import is_valid_correlation_id
 from .errors import NoCurrentEvent
 
-__all__ = ["EventEnvelope", "current_event", "current_var", "reset_current"]
+__all__ = [
+    "EventEnvelope",
+    "check_identity",
+    "current_event",
+    "current_var",
+    "new_envelope",
+    "reset_current",
+]
 
 
 def _new_process_prefix() -> str:
@@ -35,25 +43,23 @@ def _renew_prefix_after_fork() -> None:
 os.register_at_fork(after_in_child=_renew_prefix_after_fork)
 
 
+# The extras of a root event emitted in this process: shared, never copied.
+_ROOT_EXTRAS: tuple[tuple[str, ...], int, dict[str, str] | None] = ((), 1, None)
+
+
 class EventEnvelope:
     """An immutable description of one emitted event.
 
-    Built on every emit, so it is a plain ``__slots__`` object whose derived fields (the
-    textual id, the ``datetime``) are computed only when somebody reads them.
+    Built on every emit, so it is a plain ``__slots__`` object holding as little as it can:
+    the id is made from a sequence number when first read, the ``datetime`` when read, and
+    the rarely set parts (chain, attempt, trace context) share one tuple.
     """
 
-    __slots__ = (
-        "_args",
-        "_attempt",
-        "_chain",
-        "_correlation_id",
-        "_emitted_at",
-        "_id",
-        "_kwargs",
-        "_name",
-        "_seq",
-        "_trace",
-    )
+    __slots__ = ("_args", "_correlation_id", "_emitted_at", "_extras", "_key", "_kwargs", "_name")
+    # _key: the sequence number until the id is first read, then the id itself (an id given
+    # at construction, e.g. a received event's, is kept as given).
+    # _args and _kwargs are also read by the dispatcher, which calls handlers with them: a
+    # property there costs ~250 instructions per read on every emit (callgrind).
 
     def __init__(
         self,
@@ -71,13 +77,13 @@ class EventEnvelope:
         self._name = name
         self._args = args
         self._kwargs = kwargs
-        self._chain = chain
         self._correlation_id = correlation_id
-        self._attempt = attempt
-        self._id = event_id
-        self._seq = 0 if event_id is not None else next(_sequence)
+        self._key: int | str = next(_sequence) if event_id is None else event_id
         self._emitted_at = time.time() if emitted_at is None else emitted_at
-        self._trace = trace
+        if chain or attempt != 1 or trace is not None:
+            self._extras = (chain, attempt, trace)
+        else:
+            self._extras = _ROOT_EXTRAS
 
     @property
     def name(self) -> str:
@@ -87,9 +93,11 @@ class EventEnvelope:
     @property
     def id(self) -> str:
         """A unique, stable id: use it to make handlers idempotent."""
-        if self._id is None:
-            self._id = f"{_process_prefix}-{self._seq:x}"
-        return self._id
+        key = self._key
+        if type(key) is str:
+            return key
+        self._key = event_id = f"{_process_prefix}-{key:x}"
+        return event_id
 
     @property
     def args(self) -> tuple[Any, ...]:
@@ -117,17 +125,17 @@ class EventEnvelope:
     @property
     def trace_context(self) -> dict[str, str] | None:
         """W3C trace context carried across processes (with tracing on)."""
-        return self._trace
+        return self._extras[2]
 
     @property
     def attempt(self) -> int:
         """1 for the first run of a handler, 2 for its first retry, and so on."""
-        return self._attempt
+        return self._extras[1]
 
     @property
     def chain(self) -> tuple[str, ...]:
         """Names of the events whose handlers emitted this one, outermost first."""
-        return self._chain
+        return self._extras[0]
 
     def describe(self) -> str:
         """How log lines name this event: name, id and correlation id."""
@@ -135,11 +143,11 @@ class EventEnvelope:
 
     def with_attempt(self, attempt: int) -> EventEnvelope:
         """The same event (same id) at another attempt number."""
-        return self._same_event(attempt, self._trace)
+        return self._same_event(attempt, self.trace_context)
 
     def with_trace(self, trace: dict[str, str]) -> EventEnvelope:
         """The same event (same id) carrying ``trace``, the W3C trace context of its emit."""
-        return self._same_event(self._attempt, trace)
+        return self._same_event(self.attempt, trace)
 
     def _same_event(self, attempt: int, trace: dict[str, str] | None) -> EventEnvelope:
         return EventEnvelope(
@@ -147,7 +155,7 @@ class EventEnvelope:
             self._args,
             self._kwargs,
             self._correlation_id,
-            chain=self._chain,
+            chain=self.chain,
             attempt=attempt,
             event_id=self.id,
             emitted_at=self._emitted_at,
@@ -156,10 +164,30 @@ class EventEnvelope:
 
     def child_chain(self) -> tuple[str, ...]:
         """The chain an event emitted by this event's handler carries."""
-        return (*self._chain, self._name)
+        return (*self.chain, self._name)
 
     def __repr__(self) -> str:
-        return f"<EventEnvelope {self._name!r} id={self.id} attempt={self._attempt}>"
+        return f"<EventEnvelope {self._name!r} id={self.id} attempt={self.attempt}>"
+
+
+_new_instance = object.__new__
+
+
+def new_envelope(
+    name: str, args: tuple[Any, ...], kwargs: dict[str, Any], correlation_id: str | None
+) -> EventEnvelope:
+    """``EventEnvelope(name, args, kwargs, correlation_id)`` for emit's hot path: the same
+    object without a keyword-parsing ``__init__`` (callgrind: -1,400 instructions, about
+    7% of an awaited emit)."""
+    envelope = _new_instance(EventEnvelope)
+    envelope._name = name
+    envelope._args = args
+    envelope._kwargs = kwargs
+    envelope._correlation_id = correlation_id
+    envelope._key = next(_sequence)
+    envelope._emitted_at = time.time()
+    envelope._extras = _ROOT_EXTRAS
+    return envelope
 
 
 current_var: ContextVar[EventEnvelope | None] = ContextVar("eventbus_current_event", default=None)
@@ -190,3 +218,33 @@ def current_event() -> EventEnvelope:
             "while a handler subscribed with @OnInternalEvent (or bus.subscribe) runs."
         )
     return event
+
+
+_MAX_ID_LENGTH = 256
+
+
+def check_identity(
+    name: str, event_id: str, correlation_id: str | None, chain: tuple[str, ...] | list[str]
+) -> None:
+    """Refuse (ValueError) an event received from outside whose name, id, correlation id
+    or chain could not have been emitted here: each of them reaches log lines as it is.
+
+    The message never quotes the bad value.
+    """
+    for what, text in (("event name", name), *(("chain entry", c) for c in chain)):
+        if not text or text.strip() != text or not text.isprintable():
+            raise ValueError(
+                f"its {what} is empty, has surrounding spaces or holds control characters"
+            )
+    if not (0 < len(event_id) <= _MAX_ID_LENGTH and event_id.isprintable()) or any(
+        char.isspace() for char in event_id
+    ):
+        raise ValueError(
+            f"its event id is empty, longer than {_MAX_ID_LENGTH} characters, or holds spaces "
+            "or control characters"
+        )
+    if correlation_id is not None and not is_valid_correlation_id(correlation_id):
+        raise ValueError(
+            "its correlation id is not one this bus writes (at most 128 characters of "
+            "A-Z a-z 0-9 . _ : -)"
+        )

@@ -20,11 +20,20 @@ Handler failures are not wrapped: the handler's own exception is logged, kept on
 
 from __future__ import annotations
 
-ENABLE_HINT = (
-    "Enable it with `fastapi-opinionated plugins enable "
-    "fastapi_opinionated_eventbus.plugin.EventBusPlugin` (run in the app directory) and "
-    "configure it before App.create() with `App.configurePlugin(EventBusPlugin())`."
-)
+import os
+
+from .enablement import ENABLE_COMMAND
+
+
+def enable_hint() -> str:
+    """How to enable the plugin, naming the directory the core looked in."""
+    return (
+        f"Enable it: run `{ENABLE_COMMAND}` in the app's root directory (the one holding "
+        "app/domains, which the app must be started from; the core reads "
+        f".fastapi_opinionated/enabled_plugins.py in the current directory, here "
+        f"{os.getcwd()}), and configure it before App.create() with "
+        "`App.configurePlugin(EventBusPlugin())`."
+    )
 
 
 class EventBusError(Exception):
@@ -35,7 +44,7 @@ class EventBusNotEnabled(EventBusError, RuntimeError):
     """The EventBus plugin is not enabled in this app."""
 
     def __init__(self, detail: str = "The EventBus plugin is not enabled.") -> None:
-        super().__init__(f"{detail} {ENABLE_HINT}")
+        super().__init__(f"{detail} {enable_hint()}")
 
 
 class EventBusClosed(EventBusError, RuntimeError):
@@ -67,4 +76,12 @@ class EventSerializationError(EventBusError, TypeError):
 
 
 class BackendUnavailable(EventBusError, ConnectionError):
-    """The backend did not acknowledge an event within the publish timeout."""
+    """The backend did not acknowledge an event within the publish timeout.
+
+    ``may_be_stored`` is true when the event had left for the broker: it may have been
+    stored although nothing confirmed it (a retry could store it twice).
+    """
+
+    def __init__(self, message: str, *, may_be_stored: bool = False) -> None:
+        super().__init__(message)
+        self.may_be_stored = may_be_stored

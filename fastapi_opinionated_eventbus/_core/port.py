@@ -6,7 +6,8 @@ to decode events, nothing more (see :class:`~..backends.base.BackendPort`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextvars import Context
 from typing import TYPE_CHECKING, Any
 
 from .dispatch import Dispatcher, KeepLetter
@@ -37,6 +38,11 @@ class BusPort:
         self._dispatcher = dispatcher
         self._app_name = app_name
         self._taps = taps  # the bus's own list: taps added later are seen here too
+        # The dispatcher's own bound method: an in-process backend's publish adds no frame.
+        self.run: Callable[[EventEnvelope, Plan], Coroutine[Any, Any, EmitResult]]
+        self.run = dispatcher.run
+        self.start: Callable[[EventEnvelope, Plan, Context], Awaitable[object] | None]
+        self.start = dispatcher.start
 
     @property
     def app_name(self) -> str | None:
@@ -56,10 +62,8 @@ class BusPort:
         plan = self._registry.plan(event)
         return any(sub.broadcast == broadcast for group in plan.groups for sub in group)
 
-    def run(
-        self, envelope: EventEnvelope, plan: Plan, keep: KeepLetter | None
-    ) -> Coroutine[Any, Any, EmitResult]:
-        return self._dispatcher.run(envelope, plan, keep)
+    def keep_dead_letters(self, keep: KeepLetter) -> None:
+        self._dispatcher.keep = keep
 
     async def deliver(self, envelope: EventEnvelope, *, broadcast: bool | None) -> EmitResult:
         plan = self._registry.plan(envelope.name)

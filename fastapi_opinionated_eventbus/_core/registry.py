@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .injection import Injection, analyse_handler
 from .retry import RetryPolicy
 from .typed import event_name_of
 
@@ -52,15 +53,22 @@ class Subscription:
     is_async: bool = field(init=False)
     is_pattern: bool = field(init=False)
     name: str = field(init=False)
+    injection: Injection | None = field(init=False)
+    """The handler's FastAPI dependencies, analysed once here; None when it has none."""
     plain: bool = field(init=False)
-    """An async handler with no timeout and no retry: runs on the cheapest path."""
+    """An async handler with no timeout, no retry and no dependency: runs on the cheapest
+    path (a handler with dependencies needs the wrapper that resolves and tears them down)."""
 
     def __post_init__(self) -> None:
         is_async = _is_async_callable(self.handler)
+        name = describe(self.handler)
+        injection = analyse_handler(self.handler, name)
         object.__setattr__(self, "is_async", is_async)
         object.__setattr__(self, "is_pattern", is_pattern(self.event))
-        object.__setattr__(self, "name", describe(self.handler))
-        object.__setattr__(self, "plain", is_async and self.timeout is None and self.retry is None)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "injection", injection)
+        plain = is_async and self.timeout is None and self.retry is None and injection is None
+        object.__setattr__(self, "plain", plain)
 
 
 class Plan:
@@ -159,6 +167,9 @@ class Registry:
 
     def schema_for(self, event: str) -> Any:
         return self._schemas.get(event)
+
+    def schemas(self) -> dict[str, Any]:
+        return dict(self._schemas)
 
     def plan(self, event: str) -> Plan:
         plan = self.cached.get(event)

@@ -10,7 +10,7 @@ from .envelope import EventEnvelope
 if TYPE_CHECKING:
     from .registry import Subscription
 
-__all__ = ["EmitResult", "HandlerFailure"]
+__all__ = ["EmitResult", "HandlerFailure", "handled_once"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +63,17 @@ class EmitResult:
             f"<EmitResult event={name!r} handled={self.handled} "
             f"failed={len(self.failures)} published={self.published}>"
         )
+
+
+_new_instance = object.__new__
+
+
+def handled_once(event: EventEnvelope) -> EmitResult:
+    """``EmitResult(event, 1)``, the result of emit's hot path, without a call to
+    ``__init__``."""
+    result = _new_instance(EmitResult)
+    result.event = event
+    result.handled = 1
+    result.failures = ()
+    result.published = False
+    return result

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from .._secrets import MASK, mask_mapping, mask_url
+from .._secrets import MASK, mask_mapping, mask_url, url_problem
 from .errors import ConfigurationError
 from .retry import RetryPolicy
 
@@ -69,7 +70,8 @@ class BusSettings(BaseSettings):
     publish_timeout: float = Field(5.0, gt=0)
     """Seconds ``emit`` waits for the broker to store an event before BackendUnavailable."""
     connect_timeout: float = Field(10.0, gt=0)
-    """Seconds startup keeps retrying an unreachable broker before failing."""
+    """Seconds startup keeps retrying an unreachable broker (or outbox database) before
+    failing."""
 
     # ---------------------------------------------------------------- kafka
     kafka_bootstrap_servers: str = "localhost:9092"
@@ -99,15 +101,70 @@ class BusSettings(BaseSettings):
     kafka_producer_options: dict[str, Any] = Field(default_factory=dict)
     """More keyword arguments of ``AIOKafkaProducer`` (e.g. ``linger_ms``)."""
 
+    # ---------------------------------------------------------------- transactional outbox
+    outbox_url: str | None = None
+    """The outbox relay's own database URL (SQLAlchemy, async driver), e.g.
+    ``postgresql+asyncpg://user:pw@host/db`` or ``sqlite+aiosqlite:///./app.db``; None: the
+    outbox is off. Needs the ``[outbox]`` extra; its password never appears in logs."""
+    outbox_table: str = "eventbus_outbox"
+    """The outbox table's name."""
+    outbox_poll_interval: float = Field(1.0, gt=0)
+    """Seconds between the relay's polls for rows committed by other processes (or left by
+    a crash); commits in this process wake it at once."""
+    outbox_batch_size: int = Field(100, gt=0, le=10_000)
+    """Rows the relay claims and dispatches at a time."""
+    outbox_keep: bool = False
+    """Keep dispatched rows (marked with ``dispatched_at``) for audit instead of deleting
+    them."""
+    outbox_create_table: bool = True
+    """Create the outbox table (and its indexes) at startup when it is missing."""
+
     # ---------------------------------------------------------------- observability
     metrics: Any = None
     """``"prometheus"`` or a collector instance (see observability); None: no metrics."""
+    metrics_max_event_names: int = Field(500, gt=0)
+    """Event names that get their own ``event`` label (emitted, lost); later ones are
+    counted under ``event="(other)"``, so dynamic names cannot grow the series without
+    bound."""
     metrics_path: str | None = None
     """Mount the Prometheus text endpoint here (e.g. ``/metrics``)."""
     tracing: bool = False
     """OpenTelemetry spans per emit and per handler (needs the ``[otel]`` extra)."""
     introspection_path: str | None = None
-    """Mount a read-only JSON endpoint describing the bus (e.g. ``/_eventbus``)."""
+    """Mount a read-only JSON endpoint describing the bus (e.g. ``/_eventbus``), and the
+    event catalog's page at ``<introspection_path>/ui``."""
+    asyncapi_path: str | None = None
+    """Mount the AsyncAPI 3.0.0 document of the app's events here (e.g. ``/asyncapi.json``;
+    a path ending in ``.yaml`` or ``.yml`` serves YAML)."""
+    dependencies: Any = None
+    """FastAPI dependencies (``[Depends(require_admin)]``) run before every endpoint the
+    plugin mounts: metrics, introspection and its page, the AsyncAPI document."""
+
+    @field_validator("metrics_path", "introspection_path", "asyncapi_path")
+    @classmethod
+    def _endpoint_path(cls, path: str | None) -> str | None:
+        if path is None:
+            return None
+        if not _ENDPOINT_PATH.fullmatch(path):
+            raise ValueError(
+                "must be a URL path starting with '/', such as '/_eventbus', without a "
+                "trailing '/', spaces, '?' or '#'"
+            )
+        return path
+
+    @field_validator("dependencies")
+    @classmethod
+    def _dependencies(cls, value: Any) -> tuple[Any, ...] | None:
+        from fastapi import params
+
+        if value is None:
+            return None
+        if isinstance(value, list | tuple) and all(isinstance(d, params.Depends) for d in value):
+            return tuple(value)
+        raise ValueError(
+            "must be a list of FastAPI dependencies, such as [Depends(require_admin)] "
+            "(from fastapi import Depends)"
+        )
 
     @field_validator("backend")
     @classmethod
@@ -131,6 +188,9 @@ class BusSettings(BaseSettings):
             raise ValueError(
                 f"must start with redis://, rediss:// (TLS) or unix://, not {scheme!r}"
             )
+        problem = url_problem(url)
+        if problem is not None:
+            raise ValueError(f"is not a valid URL: {problem}")
         return url
 
     @field_validator("kafka_bootstrap_servers", mode="before")
@@ -164,16 +224,43 @@ class BusSettings(BaseSettings):
             raise ValueError(f"keys must be parameter names, got {bad!r}")
         return mapping
 
+    @field_validator("outbox_url")
+    @classmethod
+    def _outbox_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if "://" not in url:
+            raise ValueError(
+                "must be a SQLAlchemy database URL such as postgresql+asyncpg://user:pw@host/db "
+                "or sqlite+aiosqlite:///./app.db"
+            )
+        return url
+
+    @field_validator("outbox_table")
+    @classmethod
+    def _outbox_table(cls, name: str) -> str:
+        if not _TABLE_NAME.fullmatch(name):
+            raise ValueError(
+                "must be a plain table name: a letter or underscore, then letters, digits "
+                "or underscores (at most 40 characters, so that its index names fit)"
+            )
+        return name
+
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # repr(settings) may end up in a log line or a traceback: no secrets in it.
         for name, value in super().__repr_args__():
             if name == "kafka_security" and isinstance(value, Mapping):
                 yield name, mask_mapping(value)
-            elif name == "redis_url" and isinstance(value, str):
+            elif name is not None and name.endswith("_url") and isinstance(value, str):
                 yield name, mask_url(value)
             else:
                 yield name, value
 
+
+_ENDPOINT_PATH = re.compile(r"/[^\s?#]*(?<!/)")
+
+# Index names add up to 16 characters; PostgreSQL allows 63. Such a name never needs quoting.
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 
 OPTION_NAMES = tuple(BusSettings.model_fields)
 
@@ -208,7 +295,7 @@ def load_settings(**options: Any) -> BusSettings:
 
 def _masked(option: str, given: Any) -> Any:
     """An invalid value as an error message may show it: never a password."""
-    if option == "redis_url" and isinstance(given, str):
+    if option.endswith("_url") and isinstance(given, str):
         return mask_url(given)
     if option == "kafka_security":
         return mask_mapping(given) if isinstance(given, Mapping) else MASK

@@ -13,7 +13,7 @@ import contextvars
 from collections.abc import Coroutine, Generator
 from typing import Any
 
-__all__ = ["Resumed"]
+__all__ = ["Resumed", "start_in"]
 
 
 class Resumed:
@@ -41,3 +41,13 @@ class Resumed:
                     waiting_on = run(coro.send, sent)
                 except StopIteration as stop:
                     return stop.value
+
+
+def start_in(coro: Coroutine[Any, Any, object], context: contextvars.Context) -> Resumed | None:
+    """Run ``coro``'s first step inside ``context``: None when it finished there (its
+    result is dropped), else the :class:`Resumed` that finishes it."""
+    try:
+        waiting_on = context.run(coro.send, None)
+    except StopIteration:
+        return None
+    return Resumed(coro, context, waiting_on)

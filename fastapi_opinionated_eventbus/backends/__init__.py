@@ -8,7 +8,15 @@ through the entry-point group ``fastapi_opinionated_eventbus.backends`` (see
 
 from __future__ import annotations
 
-from .base import Backend, BackendFactory, BackendHealth, BackendPort, StopReport
+from .base import (
+    Backend,
+    BackendFactory,
+    BackendHealth,
+    BackendPort,
+    ServerInfo,
+    StopReport,
+    start_in_context,
+)
 from .factory import ENTRY_POINT_GROUP, backend_names, create_backend
 
 __all__ = [
@@ -17,7 +25,9 @@ __all__ = [
     "BackendFactory",
     "BackendHealth",
     "BackendPort",
+    "ServerInfo",
     "StopReport",
     "backend_names",
     "create_backend",
+    "start_in_context",
 ]

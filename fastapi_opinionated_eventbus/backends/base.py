@@ -23,12 +23,18 @@ The contract, for anyone writing a backend:
 * ``pause()`` stops taking new events (shutdown has begun), ``settle(timeout)`` waits for
   the handlers running now, ``stop(timeout)`` releases everything; each returns within its
   timeout, whatever the handlers do.
+* ``describe_servers()`` says where the events travel (host, port, protocol), for the
+  event catalog's AsyncAPI document: never a user name, password or token. An in-process
+  backend has none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextvars import Context
+from typing import TYPE_CHECKING, Any, NotRequired, Protocol, TypedDict, runtime_checkable
+
+from .._core.stepping import start_in as start_in_context
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -39,7 +45,15 @@ if TYPE_CHECKING:
     from .._core.results import EmitResult
     from .._core.settings import BusSettings
 
-__all__ = ["Backend", "BackendFactory", "BackendHealth", "BackendPort", "StopReport"]
+__all__ = [
+    "Backend",
+    "BackendFactory",
+    "BackendHealth",
+    "BackendPort",
+    "ServerInfo",
+    "StopReport",
+    "start_in_context",
+]
 
 
 class BackendHealth(TypedDict, total=False):
@@ -58,11 +72,33 @@ class BackendHealth(TypedDict, total=False):
     """Events received by this process whose handlers are still running."""
 
 
+class ServerInfo(TypedDict):
+    """A broker the events travel through, as an AsyncAPI Server Object describes it.
+
+    Never credentials: no user name, password, token or query string of a URL.
+    """
+
+    name: str
+    """The server's key in the document (``"redis"``, ``"kafka"``): letters, digits,
+    ``.``, ``-`` and ``_``."""
+    host: str
+    """``host:port`` (an IPv6 address in brackets)."""
+    protocol: str
+    """The URL scheme a client uses: ``"redis"``, ``"rediss"`` (TLS), ``"kafka"``, ..."""
+    pathname: NotRequired[str]
+    """What follows the host, when it selects something (a Redis database: ``"/0"``)."""
+    description: str
+    """Where on that server this app's events are (stream, topic, consumer group)."""
+
+
 class StopReport(TypedDict):
     """What :meth:`Backend.stop` could not finish: never silently dropped."""
 
     cancelled: int
     """Received events whose handlers were cancelled; the broker delivers them again."""
+    abandoned: int
+    """Received events whose handlers kept running after being cancelled (they ignore
+    cancellation): never waited for; the broker delivers them again."""
     unconfirmed: int
     """Publishes in flight whose outcome is unknown: the broker may or may not have them."""
 
@@ -91,14 +127,20 @@ class BackendPort(Protocol):
     def handles(self, event: str, *, broadcast: bool) -> bool:
         """Whether a (broadcast or non-broadcast) handler here matches ``event``."""
 
-    def run(
-        self, envelope: EventEnvelope, plan: Plan, keep: Callable[[DeadLetter], None] | None
-    ) -> Coroutine[Any, Any, EmitResult]:
-        """Run ``plan`` -- this process's handlers of an event emitted here -- and wait.
+    def run(self, envelope: EventEnvelope, plan: Plan) -> Coroutine[Any, Any, EmitResult]:
+        """Run ``plan`` -- this process's handlers of an event emitted here -- and wait:
+        what an in-process backend's ``publish`` does."""
 
-        What an in-process backend's ``publish`` does; ``keep`` receives the dead letter of
-        each failure.
-        """
+    def start(
+        self, envelope: EventEnvelope, plan: Plan, context: Context
+    ) -> Awaitable[object] | None:
+        """:meth:`run` for a background event, inside ``context``, as
+        :meth:`Backend.start_publish` describes: an in-process backend's start_publish."""
+
+    def keep_dead_letters(self, keep: Callable[[DeadLetter], None]) -> None:
+        """Have ``keep`` receive the dead letter of every final failure of :meth:`run`
+        (an in-process backend keeps them; a broker backend stores those that
+        :meth:`deliver` reports itself)."""
 
     async def deliver(self, envelope: EventEnvelope, *, broadcast: bool | None) -> EmitResult:
         """Run this process's handlers for a received event and wait for them.
@@ -147,6 +189,17 @@ class Backend(Protocol):
         confirm (those before it are stored; it and later ones may or may not be).
         """
 
+    def start_publish(
+        self, envelope: EventEnvelope, plan: Plan, context: Context
+    ) -> Awaitable[object] | None:
+        """For a background emit: begin handing the event over, inside ``context`` (a copy
+        of the emitter's, the event's own). Return None when that already finished, else an
+        awaitable that finishes it (the background queue awaits it). Raise -- now, or from
+        the awaitable -- when the event could not be handed over: it is counted lost.
+
+        Most backends return ``start_in_context(self.publish(envelope, plan), context)``.
+        """
+
     async def pause(self) -> None:
         """Take no new events: shutdown has begun. In-flight ones go on."""
 
@@ -162,6 +215,11 @@ class Backend(Protocol):
 
     async def health(self) -> BackendHealth:
         """Reachability, dead-letter count and whatever else the backend can tell."""
+
+    def describe_servers(self) -> list[ServerInfo]:
+        """The brokers this app's events travel through, without credentials and without
+        connecting (the catalog calls it from the CLI too); empty for an in-process
+        backend. A backend without this method is described with no servers."""
 
     async def dead_letters(self) -> list[DeadLetter]:
         """The stored dead letters, oldest first (at most ``dead_letter_capacity``)."""

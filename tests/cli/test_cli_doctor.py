@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 from subprocess import CompletedProcess
 
 import pytest
+
+import fastapi_opinionated_eventbus
 
 Run = Callable[..., CompletedProcess[str]]
 
@@ -86,6 +89,31 @@ def test_emits_outside_domains_count_and_other_emitters_do_not(cli: Run, shop_ap
     assert result.returncode == 1
 
 
+def test_emits_through_the_outbox_count(cli: Run, shop_app: Path) -> None:
+    # The example app's form, and an outbox kept in a variable; user.created's only
+    # literal emit is replaced, so without them its handler would be "emitted nowhere".
+    service = shop_app / "app/domains/shop/service.py"
+    service.write_text(
+        service.read_text().replace(
+            'await eventbus_api().emit("user.created", {"id": 1})',
+            'await eventbus_api().outbox(session).emit("user.created", {"id": 1})',
+        )
+        + "\n\nasync def later(session: object) -> None:\n"
+        "    outbox = eventbus_api().outbox(session)\n"
+        '    await outbox.emit("user.nobody")\n'
+    )
+
+    result = cli(shop_app, "doctor", "--json")
+
+    findings = json.loads(result.stdout)["findings"]
+    assert {"level": "ok", "location": None, "message": "3 emit(s) found in 2 file(s)"} in (
+        findings
+    )
+    problems = [f["message"] for f in findings if f["level"] != "ok"]
+    assert problems == []  # user.nobody is covered by the user.* pattern
+    assert result.returncode == 0
+
+
 def test_plugin_not_enabled_is_an_error_with_the_fix(
     cli: Run, make_app: Callable[..., Path]
 ) -> None:
@@ -106,17 +134,31 @@ def test_unreachable_redis_is_an_error_and_the_password_is_masked(
     )
 
     assert result.returncode == 1
-    assert f"Redis at redis://app:***@127.0.0.1:{url.rsplit(':', 1)[1]} is unreachable" in (
-        result.stdout
-    )
+    # Asked through the backend, with the CLI's short connect timeout (not the app's 10 s).
+    assert (
+        "error cannot connect to the redis backend: BackendUnavailable: Cannot reach Redis at "
+        f"redis://app:***@127.0.0.1:{url.rsplit(':', 1)[1]}: gave up after "
+        "connect_timeout=3.0s"
+    ) in result.stdout
     assert "s3cr3t" not in result.stdout + result.stderr
 
 
 def test_reachable_redis_passes(cli: Run, shop_app: Path, redis_url: str) -> None:
-    result = cli(shop_app, "doctor", EVENTBUS_BACKEND="redis", EVENTBUS_REDIS_URL=redis_url)
+    (shop_app / "main.py").write_text(
+        "from fastapi_opinionated.app import App\napp = App.create(title='Shop API')\n"
+    )
+    result = cli(
+        shop_app, "doctor", COLUMNS="200", EVENTBUS_BACKEND="redis", EVENTBUS_REDIS_URL=redis_url
+    )
 
     assert result.returncode == 0, result.stdout
-    assert "answers PING" in result.stdout
+    assert "0 error(s), 0 warning(s)" in result.stdout
+    # The stream's name derives from main.py's title, as the app's own backend derives it.
+    lines = [line.rstrip() for line in result.stdout.splitlines()]
+    assert (
+        f"ok backend redis reachable: stream={{shop-api}}:events, group=eventbus, "
+        f"redis_url={redis_url}"
+    ) in lines
 
 
 @pytest.mark.parametrize("broken", ["import nothing_here\n", "def (:\n"])
@@ -131,3 +173,26 @@ def test_an_app_module_that_fails_to_import_is_reported(
     assert "cannot import the app's modules" in result.stdout
     assert "app/domains/shop/broken.py:1" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_reports_the_installed_versions(cli: Run, shop_app: Path) -> None:
+    # The package index has an older, unrelated 0.1.1 under the same name: which one runs
+    # must be plain to see.
+    result = cli(shop_app, "doctor", "--json")
+
+    [first, *_] = json.loads(result.stdout)["findings"]
+    ours, core = version("fastapi-opinionated-eventbus"), version("fastapi-opinionated-core")
+    assert first["level"] == "ok"
+    assert first["message"].startswith(f"fastapi-opinionated-eventbus {ours} (from ")
+    assert first["message"].endswith(f"), fastapi-opinionated-core {core}")
+    package = Path(fastapi_opinionated_eventbus.__file__).parent
+    assert f"(from {package})" in first["message"]
+
+
+def test_version_option_works_anywhere(cli: Run, tmp_path: Path) -> None:
+    result = cli(tmp_path, "--version")  # not an app directory: no matter
+
+    assert result.returncode == 0, result.stderr
+    ours, core = version("fastapi-opinionated-eventbus"), version("fastapi-opinionated-core")
+    assert result.stdout.startswith(f"fastapi-opinionated-eventbus {ours} (from ")
+    assert result.stdout.endswith(f"), fastapi-opinionated-core {core}\n")

@@ -77,8 +77,48 @@ def test_failing_handler_exits_1_and_is_named(cli: Run, recording_app: Path) -> 
     )
 
 
-def test_event_without_handlers_says_so(cli: Run, recording_app: Path) -> None:
+def test_a_name_nothing_subscribes_to_is_refused_with_the_closest_names(
+    cli: Run, recording_app: Path
+) -> None:
+    result = cli(recording_app, "emit", "user.create", "--json", '{"id": 1}')
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        "error: no handler subscribes to 'user.create', so nothing was emitted "
+        "(did you mean 'user.created'?)\n"
+    )
+    assert not (recording_app / "async.json").exists()
+
+
+def test_several_close_names_are_suggested(cli: Run, recording_app: Path) -> None:
+    result = cli(recording_app, "emit", "user.wrecked")
+
+    assert result.returncode == 2
+    assert "(did you mean 'user.welcomed' or 'user.created'?)" in result.stderr
+
+
+def test_a_name_far_from_every_subscription_points_to_the_handlers_list(
+    cli: Run, recording_app: Path
+) -> None:
     result = cli(recording_app, "emit", "nobody.cares")
 
-    assert result.returncode == 0
-    assert result.stdout == "nobody.cares: no handler subscribes to it; nothing ran\n"
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: no handler subscribes to 'nobody.cares', so nothing was emitted "
+        "(`fastapi-opinionated-eventbus handlers` lists the 3 subscribed names)\n"
+    )
+
+
+def test_a_pattern_subscription_counts(cli: Run, make_app: Callable[..., Path]) -> None:
+    root = make_app(
+        {
+            "h.py": "from fastapi_opinionated_eventbus import OnInternalEvent\n"
+            '@OnInternalEvent("audit.*")\nasync def audit(*args: object) -> None: ...\n'
+        }
+    )
+
+    result = cli(root, "emit", "audit.anything")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("audit.anything: 1 handler(s) ran, 0 failed")

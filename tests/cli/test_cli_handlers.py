@@ -40,6 +40,7 @@ def test_json_lists_every_handler_with_its_options(
             "timeout": 2.5,
             "broadcast": True,
             "schema": f"{module}:OrderPlaced",
+            "dependencies": [],
         },
         {
             "event": "user.created",
@@ -53,6 +54,7 @@ def test_json_lists_every_handler_with_its_options(
             "timeout": None,
             "broadcast": False,
             "schema": None,
+            "dependencies": [],
         },
         {
             "event": "user.*",
@@ -66,6 +68,7 @@ def test_json_lists_every_handler_with_its_options(
             "timeout": None,
             "broadcast": False,
             "schema": None,
+            "dependencies": [],
         },
     ]
 
@@ -145,3 +148,69 @@ def test_app_dir_option_runs_from_anywhere(cli: Run, shop_app: Path, tmp_path: P
 
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)) == 3
+
+
+WITH_DEPENDENCIES = """\
+from typing import Annotated
+
+from fastapi import Depends
+
+from fastapi_opinionated_eventbus import EventEnvelope, OnInternalEvent
+
+
+def get_settings() -> dict:
+    return {}
+
+
+async def get_session(settings: Annotated[dict, Depends(get_settings)]):
+    yield "session"
+
+
+@OnInternalEvent("invoice.sent")
+def store_invoice_in_the_accounting_database(
+    invoice: dict,
+    session: Annotated[str, Depends(get_session)],
+    settings: dict = Depends(get_settings, use_cache=False),
+    event: EventEnvelope = None,
+) -> None:
+    pass
+"""
+
+
+def test_handlers_show_their_dependencies(cli: Run, make_app: Callable[..., Path]) -> None:
+    root = make_app({"billing/handlers.py": WITH_DEPENDENCIES})
+    module = "app.domains.billing.handlers"
+
+    listed = cli(root, "handlers", "--json")
+    table = cli(root, "handlers", COLUMNS="80")
+
+    assert listed.returncode == 0, listed.stderr
+    [handler] = json.loads(listed.stdout)
+    settings = {
+        "parameter": "settings",
+        "dependency": f"{module}:get_settings",
+        "kind": "sync",
+        "use_cache": True,
+        "dependencies": [],
+    }
+    assert handler["dependencies"] == [
+        {
+            "parameter": "session",
+            "dependency": f"{module}:get_session",
+            "kind": "async yield",
+            "use_cache": True,
+            "dependencies": [settings],
+        },
+        {**settings, "use_cache": False},
+        {"parameter": "event", "dependency": "EventEnvelope", "kind": "event"},
+    ]
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    first_column = lines[0].index("Mode")
+    glued = "".join(line[:first_column].strip() for line in lines)
+    assert (
+        f"session=Depends({module}:get_session)"
+        f"settings=Depends({module}:get_settings)"
+        "event: EventEnvelope"
+    ) in glued

@@ -78,7 +78,7 @@ def test_publish_inspect_replay_and_purge(
     }
     published = cli(root, "emit", "job.run", "--json", '{"n": 1}', **env)
     assert published.returncode == 0, published.stderr
-    assert published.stdout.startswith("job.run: published to Kafka as event ")
+    assert published.stdout.startswith("job.run: published to kafka as event ")
     event_id = published.stdout.split()[-1]
     assert not (root / "done.json").exists()  # the CLI only published
 
@@ -94,9 +94,14 @@ def test_publish_inspect_replay_and_purge(
     assert stats["reachable"] is True and stats["dead_letters"] == 2
     assert sum(o or 0 for o in stats["committed_offsets"].values()) == 2  # both handled
 
-    doctor = cli(root, "doctor", **env)
-    assert f"ok Kafka at {kafka_servers} answers" in doctor.stdout
-    assert f"ok topic {slug}.events exists" in doctor.stdout
+    doctor = cli(root, "doctor", "--json", **env)
+    findings = json.loads(doctor.stdout)["findings"]
+    [reached] = [f for f in findings if "backend kafka" in f["message"]]
+    assert reached["level"] == "ok"
+    assert reached["message"].startswith(
+        f"backend kafka reachable: bootstrap_servers={kafka_servers}, topic={slug}.events, "
+        f"dead_letter_topic={slug}.events.dlq, group={slug}, client_id={slug}"
+    )
 
     (root / "fixed").touch()
     replay = cli(root, "dead-letters", "replay", **env)
@@ -134,12 +139,13 @@ def test_kafka_security_secrets_never_reach_the_output(
         cli(root, "-v", "stats", **env),
         cli(root, "-v", "dead-letters", "list", **env),
         cli(root, "-v", "doctor", **env),
-        cli(root, "emit", "x", **{**env, "EVENTBUS_KAFKA_PARTITIONS": "0"}),
+        cli(root, "emit", "job.run", **{**env, "EVENTBUS_KAFKA_PARTITIONS": "0"}),
         # A configuration error about kafka_security itself.
-        cli(root, "emit", "x", **{**env, "EVENTBUS_KAFKA_SECURITY": json.dumps(typo)}),
+        cli(root, "emit", "job.run", **{**env, "EVENTBUS_KAFKA_SECURITY": json.dumps(typo)}),
     ]
     for result in runs:
         assert result.returncode in (1, 2), result.stdout + result.stderr
         assert secret not in result.stdout + result.stderr
     assert f"Cannot reach Kafka at {kafka_servers}" in runs[0].stderr
+    assert "EVENTBUS_KAFKA_PARTITIONS" in runs[4].stderr
     assert "unknown key(s) 'sasl_plain_pasword'" in runs[5].stderr

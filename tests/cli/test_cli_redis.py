@@ -81,7 +81,7 @@ def test_publish_inspect_replay_and_purge(
 
     published = cli(root, "emit", "job.run", "--json", '{"n": 1}', **env)
     assert published.returncode == 0, published.stderr
-    assert published.stdout.startswith("job.run: published to Redis as event ")
+    assert published.stdout.startswith("job.run: published to redis as event ")
     event_id = published.stdout.split()[-1]
     assert not (root / "done.json").exists()  # the CLI only published
 

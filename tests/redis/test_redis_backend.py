@@ -514,3 +514,31 @@ async def test_emit_many_stores_the_batch_in_order_and_refuses_it_whole(
     assert [e[1][b"id"].decode() for e in entries] == [r.event_id for r in results]
     await asyncio.wait_for(done.wait(), 20)
     assert sorted(got) == list(range(50))
+
+
+async def test_a_final_failure_is_kept_by_redis_only_not_also_in_memory(
+    make_bus: Make, redis: aioredis.Redis, prefix: str
+) -> None:
+    """Before: every final failure was also kept in an in-memory store that
+    dead_letters() never read (payload included), costing memory for nothing."""
+    import gc
+
+    from fastapi_opinionated_eventbus import DeadLetter
+
+    async def broken(n: int) -> None:
+        raise RuntimeError(f"no {n}")
+
+    bus = make_bus()
+    bus.subscribe("job.failed", broken)
+    await bus.start()
+    for n in range(20):
+        await bus.emit("job.failed", n)
+
+    async def stored() -> bool:
+        return int(await redis.xlen(dead(prefix))) == 20
+
+    await eventually(stored, what="20 dead letters in the stream")
+    gc.collect()
+    kept = [o for o in gc.get_objects() if isinstance(o, DeadLetter)]
+    assert kept == []
+    assert len(await bus.dead_letters()) == 20

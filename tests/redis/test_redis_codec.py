@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import uuid
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any, ClassVar
 
 import pytest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from redis_support import Make
 
 from fastapi_opinionated_eventbus import EventSerializationError, TypedEvent
 from fastapi_opinionated_eventbus._codec import Codec, MalformedEntry, TypeRegistry
+from fastapi_opinionated_eventbus._codec.unknown import UnknownTypes, WarningBudget
 from fastapi_opinionated_eventbus._core.envelope import EventEnvelope
 
 
@@ -245,3 +248,292 @@ def test_a_model_that_no_longer_validates_is_malformed() -> None:
     registry.register(User, name="test_redis_codec:Strict")  # a different model under it
     with pytest.raises(MalformedEntry, match="no longer validates"):
         codec(registry=registry).decode(fields)
+
+
+# ---------------------------------------------------------------- non-finite floats in models
+INF, NAN = float("inf"), float("nan")
+
+
+class Reading(BaseModel):
+    f: float
+
+
+class MaybeReading(BaseModel):
+    f: float | None = None
+
+
+class Series(BaseModel):
+    first: Reading
+    values: list[float] = []
+    by_name: dict[str, float] = {}
+    peak: float = Field(0.0, alias="Peak")
+    maybe: MaybeReading | None = None
+
+
+class Constants(BaseModel):
+    model_config = ConfigDict(ser_json_inf_nan="strings")
+    f: float
+
+
+class Measured(TypedEvent):
+    __event_name__: ClassVar[str] = "sensor.measured"
+    value: float
+    history: list[float] = Field(default_factory=list)
+
+
+def registry_of(*types: type) -> TypeRegistry:
+    registry = TypeRegistry()
+    for cls in types:
+        registry.register(cls)
+    return registry
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        Reading(f=INF),
+        Reading(f=-INF),
+        Reading(f=NAN),
+        MaybeReading(f=NAN),
+        MaybeReading(f=None),
+        Series(
+            first=Reading(f=NAN),
+            values=[1.0, INF, -INF, NAN],
+            by_name={"x": NAN, "y": 2.0},
+            Peak=INF,
+            maybe=MaybeReading(f=-INF),
+        ),
+        Constants(f=-INF),
+    ],
+    ids=repr,
+)
+def test_non_finite_floats_in_models_arrive_unchanged(value: BaseModel) -> None:
+    """Pydantic's JSON writes inf and nan as null: the consumer then refused the model
+    (dead letter), or took None for a float | None field. The codec never changes a value."""
+    c = codec(registry=registry_of(type(value), Reading, MaybeReading))
+    (got,) = round_trip(c, value).args
+    assert type(got) is type(value)
+    assert repr(got) == repr(value)  # repr compares nan as equal, and tells -0.0 from 0.0
+
+
+def test_non_finite_floats_in_a_typed_event_arrive_unchanged() -> None:
+    c = codec({"sensor.measured": Measured}, registry=TypeRegistry())
+    event = Measured(value=NAN, history=[INF, 0.5])
+    (got,) = round_trip(c, event, name="sensor.measured").args
+    assert type(got) is Measured and repr(got) == repr(event)
+
+
+def test_non_finite_floats_of_an_unregistered_model_arrive_as_floats() -> None:
+    (got,) = round_trip(codec(registry=TypeRegistry()), MaybeReading(f=-INF)).args
+    assert got == {"f": -INF}
+
+
+class Wrapped(BaseModel):
+    f: float
+
+    @field_serializer("f", when_used="json")
+    def _wrap(self, value: float) -> dict[str, Any]:
+        return {"value": value, "unit": "m"}
+
+
+class Finite(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+    f: float
+
+
+def test_a_non_finite_float_its_model_writes_as_null_elsewhere_is_refused() -> None:
+    with pytest.raises(EventSerializationError, match=r"args\[0\]\.f .*non-finite"):
+        codec().encode(EventEnvelope("a.b", (Wrapped(f=INF),), {}))
+
+
+def test_a_non_finite_float_its_model_forbids_is_refused() -> None:
+    finite = Finite(f=1.0)
+    finite.f = INF  # no validate_assignment: the model now holds what it cannot validate
+    with pytest.raises(EventSerializationError, match=r"kwargs\['m'\]\.f"):
+        codec().encode(EventEnvelope("a.b", (), {"m": finite}))
+
+
+class Bag(BaseModel):
+    items: set[float]
+
+
+def test_a_non_finite_float_in_a_set_is_refused() -> None:
+    """A set's dump may be in another order than its JSON: its nulls cannot be placed."""
+    with pytest.raises(EventSerializationError, match=r"args\[0\]\.items .*in a set"):
+        codec().encode(EventEnvelope("a.b", (Bag(items={1.0, INF}),), {}))
+
+
+# ---------------------------------------------------------------- subclasses of str, int, float
+class Mood(enum.StrEnum):
+    HAPPY = "happy"
+
+
+class Token(str):  # equal to itself only: a dict may hold it beside the same plain str
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+
+class Shouty(str):
+    def __str__(self) -> str:
+        return self.upper()
+
+
+class Zero(int):
+    def __int__(self) -> int:
+        return 0
+
+
+class Half(float):
+    def __float__(self) -> float:
+        return 0.5
+
+
+class Stamp(datetime):
+    def isoformat(self, sep: str = "T", timespec: str = "auto") -> str:
+        return "a moment"
+
+
+class Ticket(uuid.UUID):
+    def __str__(self) -> str:
+        return "ticket"
+
+
+def test_subclasses_arrive_as_their_data_not_what_their_str_says() -> None:
+    ticket = Ticket(int=7)
+    decoded = round_trip(codec(), Shouty("quiet"), Zero(7), Half(2.0), Stamp(2024, 1, 2), ticket)
+    assert decoded.args == ("quiet", 7, 2.0, datetime(2024, 1, 2), uuid.UUID(int=7))
+    assert [type(a) for a in decoded.args] == [str, int, float, datetime, uuid.UUID]
+
+
+def test_str_subclass_keys_travel_as_plain_str() -> None:
+    (got,) = round_trip(codec(), {Mood.HAPPY: 1, Shouty("k"): 2, "$eb": 3}).args
+    assert got == {"happy": 1, "k": 2, "$eb": 3}
+    assert all(type(k) is str for k in got)
+
+
+def test_keys_equal_as_str_are_refused_rather_than_merged() -> None:
+    value = {Token("a"): 1, "a": 2}
+    assert len(value) == 2
+    with pytest.raises(EventSerializationError, match=r"args\[0\] has two keys equal to 'a'"):
+        codec().encode(EventEnvelope("a.b", (value,), {}))
+
+
+# ---------------------------------------------------------------- names that are not UTF-8
+@pytest.mark.parametrize(
+    ("envelope", "what"),
+    [
+        (EventEnvelope("user.\udc80", (1,), {}), "event name"),
+        (EventEnvelope("user.x", (1,), {}, event_id="id-\ud800"), "event id"),
+        (EventEnvelope("user.x", (1,), {}, correlation_id="req-\udfff"), "correlation id"),
+        (EventEnvelope("user.x", (1,), {}, chain=("a.\udc80",)), "chain"),
+        (EventEnvelope("user.x", (1,), {}, trace={"traceparent": "\udc80"}), "trace"),
+    ],
+)
+def test_unencodable_envelope_text_is_a_serialization_error(
+    envelope: EventEnvelope, what: str
+) -> None:
+    with pytest.raises(EventSerializationError, match=f"{what} .*not valid UTF-8") as caught:
+        codec().encode(envelope)
+    assert "surrogate" in str(caught.value)
+
+
+async def test_emitting_a_lone_surrogate_name_on_redis_is_a_serialization_error(
+    make_bus: Make,
+) -> None:
+    bus = make_bus()
+    await bus.start()
+    with pytest.raises(EventSerializationError, match="event name"):
+        await bus.emit("user.\udc80", 1)
+    with pytest.raises(EventSerializationError, match="event name"):
+        bus.emit_nowait("user.\udc80", 1)
+
+
+# ---------------------------------------------------------------- unknown type names
+def entry_of_type(type_name: str, n: int = 0) -> dict[bytes, bytes]:
+    body = {"v": 1, "args": [{"$eb": "enum", "type": type_name, "v": n}], "kwargs": {}, "at": 0}
+    return {b"id": f"x-{n}".encode(), b"name": b"a.b", b"body": json.dumps(body).encode()}
+
+
+def test_unknown_type_names_are_remembered_boundedly_and_warned_about_sparingly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    refreshed: list[int] = []
+    c = codec(registry=TypeRegistry(), refresh=lambda: refreshed.append(1))
+    with caplog.at_level(logging.WARNING):
+        for n in range(20_000):
+            assert c.decode(entry_of_type(f"hostile:Type{n}", n)).args == (n,)
+    assert len(c._unknown) <= 4096
+    warnings = [r for r in caplog.records if "not registered" in r.getMessage()]
+    assert 1 <= len(warnings) <= 10
+    assert len(refreshed) == 20_000  # each new name may be a handler's type subscribed since
+
+
+def test_a_type_name_from_a_message_is_logged_escaped_and_short(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    name = "evil:T\nERROR forged line\r\x1b[31m\u2028" + "A" * 10_000
+    with caplog.at_level(logging.WARNING):
+        codec(registry=TypeRegistry()).decode(entry_of_type(name))
+    (record,) = [r for r in caplog.records if "not registered" in r.getMessage()]
+    message = record.getMessage()
+    assert not any(c in message for c in "\n\r\x1b\u2028")
+    assert "forged line" in message and len(message) < 600
+
+
+def test_a_known_unknown_name_is_neither_refreshed_nor_warned_about_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    refreshed: list[int] = []
+    c = codec(registry=TypeRegistry(), refresh=lambda: refreshed.append(1))
+    with caplog.at_level(logging.WARNING):
+        for n in range(3):
+            c.decode(entry_of_type("gone:Type", n))
+    assert len(refreshed) == 1
+    assert len([r for r in caplog.records if "not registered" in r.getMessage()]) == 1
+
+
+def test_held_back_warnings_are_counted_in_the_next_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    budget = WarningBudget(burst=2, period=10, clock=lambda: now[0])
+    unknown = UnknownTypes(capacity=3, budget=budget)
+    with caplog.at_level(logging.WARNING):
+        for n in range(5):
+            unknown.add(f"a:T{n}")
+        now[0] = 10.0
+        unknown.add("a:Late")
+    messages = [r.getMessage() for r in caplog.records if "not registered" in r.getMessage()]
+    assert len(messages) == 3
+    assert "3 more such warnings were held back" in messages[-1]
+    assert len(unknown) == 3 and unknown.seen("a:Late") and not unknown.seen("a:T0")
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        {"$eb": "evil\nERROR forged\x1b[0m" * 500, "v": 1},
+        {"$eb": "datetime", "v": "not\na\ndate" * 500},
+    ],
+    ids=["tag", "value"],
+)
+def test_what_a_malformed_entry_says_is_one_short_line(arg: dict[str, Any]) -> None:
+    body = {"v": 1, "args": [arg], "kwargs": {}, "at": 0}
+    fields = {b"id": b"x-1", b"name": b"a.b", b"body": json.dumps(body).encode()}
+    with pytest.raises(MalformedEntry) as caught:
+        codec().decode(fields)
+    message = str(caught.value)
+    assert "\n" not in message and "\x1b" not in message and len(message) < 800
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2000, 1, 1, tzinfo=timezone(timedelta(microseconds=1))),
+        time(1, 2, tzinfo=timezone(-timedelta(microseconds=999_999))),
+    ],
+)
+def test_a_utc_offset_under_a_second_is_refused_not_read_back_as_utc(value: Any) -> None:
+    """datetime.fromisoformat (3.12) reads "+00:00:00.000001" as UTC: refuse, never change."""
+    with pytest.raises(EventSerializationError, match=r"args\[0\] has the UTC offset .* second"):
+        codec().encode(EventEnvelope("a.b", (value,), {}))

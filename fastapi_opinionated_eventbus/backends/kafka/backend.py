@@ -16,7 +16,8 @@ prefix is the app's title as a slug. A process with no handlers joins no group.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from contextvars import Context
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -29,7 +30,7 @@ from ..._core.errors import BackendUnavailable, ConfigurationError
 from ..._core.results import EmitResult, HandlerFailure
 from ..._core.settings import BusSettings
 from ..backoff import keep_trying
-from ..base import BackendHealth, BackendPort, StopReport
+from ..base import BackendHealth, BackendPort, StopReport, start_in_context
 from ..broker import encode_batch, not_started, register_handler_types
 from ..replay import replay_letter
 from . import wire
@@ -216,16 +217,17 @@ class KafkaBackend:
     async def stop(self, timeout: float) -> StopReport:
         """Within ``timeout`` (at most a few seconds: the bus has drained its own work):
         readers first, since handlers still running may publish; then the producer."""
-        report = StopReport(cancelled=0, unconfirmed=0)
+        report = StopReport(cancelled=0, abandoned=0, unconfirmed=0)
         producer = self._producer
         if producer is None:
             return report
         grace = min(timeout, _STOP_GRACE)
         try:
-            if self._broadcast is not None:
-                report["cancelled"] += await self._broadcast.stop(grace)
-            if self._consumer is not None:
-                report["cancelled"] += await self._consumer.stop(grace)
+            for reader in (self._broadcast, self._consumer):
+                if reader is not None:
+                    cancelled, abandoned = await reader.stop(grace)
+                    report["cancelled"] += cancelled
+                    report["abandoned"] += abandoned
             for closing in (self._dead, self._inspector):
                 if closing is not None:
                     await _quietly_stop(closing)
@@ -265,6 +267,11 @@ class KafkaBackend:
         if self._publisher is None:
             raise not_started(self._description, envelope)
         return self._publisher
+
+    def start_publish(
+        self, envelope: EventEnvelope, plan: Plan, context: Context
+    ) -> Awaitable[object] | None:
+        return start_in_context(self.publish(envelope, plan), context)
 
     async def publish_many(self, batch: Sequence[tuple[EventEnvelope, Plan]]) -> list[EmitResult]:
         """Every event encoded first (nothing is sent if one fails), then appended to the

@@ -30,6 +30,7 @@ from ..._core.settings import BusSettings
 from ..._text import loggable
 from ..backoff import Backoff
 from ..base import BackendPort
+from ..unwind import finish_tasks
 from . import wire
 from .config import KafkaConfig
 from .dead import DeadLetterTopic
@@ -77,19 +78,19 @@ class BroadcastReader:
             await asyncio.gather(self._loop, return_exceptions=True)
             self._loop = None
 
-    async def stop(self, grace: float) -> int:
+    async def stop(self, grace: float) -> tuple[int, int]:
+        """Give the running handlers ``grace`` seconds, cancel the rest; returns how many
+        were cancelled and how many still ran after that (abandoned)."""
         await self.pause()
-        cancelled = 0
-        if self._tasks:
-            _, unfinished = await asyncio.wait(set(self._tasks), timeout=grace)
-            for task in unfinished:
-                task.cancel()
-            await asyncio.gather(*unfinished, return_exceptions=True)
-            cancelled = len(unfinished)
+        finished = await finish_tasks(self._tasks, grace)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            await consumer.stop()
-        return cancelled
+            try:
+                async with asyncio.timeout(max(grace, 1.0)):
+                    await consumer.stop()
+            except Exception as exc:
+                logger.warning(f"Closing the broadcast reader failed: {self._config.describe(exc)}")
+        return finished
 
     async def _open(self) -> AIOKafkaConsumer:
         consumer = AIOKafkaConsumer(

@@ -47,6 +47,7 @@ from ..._core.settings import BusSettings
 from ..._text import loggable
 from ..backoff import Backoff
 from ..base import BackendPort
+from ..unwind import finish_tasks
 from . import wire
 from .config import KafkaConfig, is_transient
 from .dead import DeadLetterTopic
@@ -132,16 +133,22 @@ class GroupConsumer:
             await asyncio.gather(self._loop_task, return_exceptions=True)
             self._loop_task = None
 
-    async def stop(self, grace: float) -> int:
+    async def stop(self, grace: float) -> tuple[int, int]:
         """Give the running handlers ``grace`` seconds, cancel the rest (they stay
         uncommitted), commit what finished, leave the group. Returns how many were
-        cancelled."""
+        cancelled, and how many still ran after that (abandoned, never waited for)."""
         await self.pause()
-        cancelled = await _finish(self.tasks(), grace)
+        cancelled, abandoned = await finish_tasks(self.tasks(), grace)
         if cancelled:
             logger.warning(
                 f"Shutdown: {cancelled} record(s) still being handled after {grace}s were "
                 "cancelled; they stay uncommitted and will be delivered again"
+            )
+        if abandoned:
+            logger.error(
+                f"Shutdown: {abandoned} record(s) kept running after being cancelled (a "
+                "handler that ignores cancellation?) and were abandoned; they stay "
+                "uncommitted and will be delivered again"
             )
         if self._committer is not None:
             self._committer.cancel()
@@ -156,7 +163,7 @@ class GroupConsumer:
                     await consumer.stop()  # leaves the group: its partitions move on at once
             except Exception as exc:
                 logger.warning(f"Leaving the consumer group failed: {self._config.describe(exc)}")
-        return cancelled
+        return cancelled, abandoned
 
     async def _open(self) -> AIOKafkaConsumer:
         consumer = AIOKafkaConsumer(
@@ -407,7 +414,7 @@ class GroupConsumer:
             task.cancel()
         running = {t for track in tracks for t in track.tasks}
         started = time.monotonic()
-        cancelled = await _finish(running, self._revoke_grace)
+        cancelled, abandoned = await finish_tasks(running, self._revoke_grace)
         consumer = self._consumer
         if consumer is not None:
             await self._commit(tracks, consumer, timeout=max(1.0, self._revoke_grace))
@@ -415,11 +422,12 @@ class GroupConsumer:
             del self._tracks[track.tp]
         for chain in [c for c in self._chains if TopicPartition(self._config.topic, c[0]) in tps]:
             del self._chains[chain]
-        if cancelled:
+        if cancelled or abandoned:
             logger.warning(
-                f"Rebalance: {cancelled} record(s) of revoked partitions still running after "
-                f"{time.monotonic() - started:.1f}s were cancelled; they stay uncommitted "
-                "and their next owner handles them again"
+                f"Rebalance: {cancelled + abandoned} record(s) of revoked partitions still "
+                f"running after {time.monotonic() - started:.1f}s were cancelled"
+                + (f" ({abandoned} kept running: abandoned)" if abandoned else "")
+                + "; they stay uncommitted and their next owner handles them again"
             )
 
     def assigned_partitions(self, tps: set[TopicPartition]) -> None:
@@ -456,14 +464,3 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._owner.assigned_partitions(set(assigned))
-
-
-async def _finish(tasks: set[asyncio.Task[None]], grace: float) -> int:
-    """Wait up to ``grace`` for ``tasks``, cancel the rest; return how many were cancelled."""
-    if not tasks:
-        return 0
-    _, unfinished = await asyncio.wait(tasks, timeout=grace)
-    for task in unfinished:
-        task.cancel()
-    await asyncio.gather(*unfinished, return_exceptions=True)
-    return len(unfinished)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from contextvars import Context
 from typing import TYPE_CHECKING
 
 from fastapi_opinionated.shared.logger import ns_logger
@@ -31,10 +32,10 @@ from ..._core.envelope import EventEnvelope
 from ..._core.errors import BackendUnavailable
 from ..._core.results import EmitResult, HandlerFailure
 from ..._core.settings import BusSettings
-from ..._secrets import mask_url
+from ..._secrets import mask_url, public_location
 from ..._text import as_text
 from ..backoff import keep_trying
-from ..base import BackendHealth, BackendPort, StopReport
+from ..base import BackendHealth, BackendPort, ServerInfo, StopReport, start_in_context
 from ..broker import encode_batch, not_started, register_handler_types
 from ..naming import app_prefix, default_prefix
 from ..replay import replay_letter
@@ -98,6 +99,23 @@ class RedisStreamsBackend:
     @property
     def masked_url(self) -> str:
         return mask_url(self.url)
+
+    def describe_servers(self) -> list[ServerInfo]:
+        """The Redis server of ``redis_url``: host, port, database; never the password."""
+        scheme, host, path = public_location(self.url, default_port=6379)
+        server = ServerInfo(
+            name="redis",
+            host=host,
+            protocol=scheme,
+            description=(
+                f"Redis Streams: every event is an entry of the stream {self.keys.events} "
+                f"(its name in the entry's name field), read by the consumer group "
+                f"{self._settings.redis_group!r}; dead letters in {self.keys.dead}."
+            ),
+        )
+        if path and path != "/":
+            server["pathname"] = path
+        return [server]
 
     @property
     def pending_entries(self) -> int:
@@ -194,16 +212,17 @@ class RedisStreamsBackend:
         """Within ``timeout`` (at most a few seconds: the bus has drained its own work):
         readers first, since handlers still running may publish events of their own; then
         the publisher; then the connection."""
-        report = StopReport(cancelled=0, unconfirmed=0)
+        report = StopReport(cancelled=0, abandoned=0, unconfirmed=0)
         client = self._client
         if client is None:
             return report
         grace = min(timeout, _STOP_GRACE)
         try:
-            if self._broadcast is not None:
-                report["cancelled"] += await self._broadcast.stop(grace)
-            if self._consumer is not None:
-                report["cancelled"] += await self._consumer.stop(grace)
+            for reader in (self._broadcast, self._consumer):
+                if reader is not None:
+                    cancelled, abandoned = await reader.stop(grace)
+                    report["cancelled"] += cancelled
+                    report["abandoned"] += abandoned
             if self._publisher is not None:
                 report["unconfirmed"] += await self._publisher.close(grace)
         finally:
@@ -237,25 +256,27 @@ class RedisStreamsBackend:
             raise not_started(self._description, envelope)
         return self._publisher
 
+    def start_publish(
+        self, envelope: EventEnvelope, plan: Plan, context: Context
+    ) -> Awaitable[object] | None:
+        return start_in_context(self.publish(envelope, plan), context)
+
     async def publish_many(self, batch: Sequence[tuple[EventEnvelope, Plan]]) -> list[EmitResult]:
         """Every event encoded first (nothing is sent if one fails), then queued together:
         they leave in one pipeline, in order (see :mod:`.publisher`)."""
         encoded = encode_batch(batch, self.codec.encode)
         publisher = self._started_publisher(batch[0][0] if batch else None)
-        outcomes = await asyncio.gather(
-            *publisher.publish_many(
-                [
-                    (fields, envelope.name)
-                    for fields, (envelope, _) in zip(encoded, batch, strict=True)
-                ]
-            ),
-            return_exceptions=True,
+        outcomes = await publisher.publish_many(
+            [(fields, envelope.name) for fields, (envelope, _) in zip(encoded, batch, strict=True)]
         )
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, BaseException):
                 raise BackendUnavailable(
                     f"event {index} of the batch ({batch[index][0].name!r}) was not confirmed "
-                    f"(those before it are stored): {outcome}"
+                    f"(those before it are stored): {outcome}",
+                    may_be_stored=any(
+                        getattr(later, "may_be_stored", False) for later in outcomes[index:]
+                    ),
                 ) from outcome
         return [EmitResult(envelope, 0, published=True) for envelope, _ in batch]
 

@@ -53,7 +53,7 @@ class BroadcastReader(StreamReader):
             await asyncio.gather(self._loop, return_exceptions=True)
             self._loop = None
 
-    async def stop(self, grace: float) -> int:
+    async def stop(self, grace: float) -> tuple[int, int]:
         await self.pause()
         return await self._finish_running(grace)
 

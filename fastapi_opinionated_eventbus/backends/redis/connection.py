@@ -12,7 +12,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, AuthorizationError, ConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..._secrets import mask_url, scrub
+from ..._secrets import mask_url, scrub, url_problem
 from ..backoff import Backoff
 
 logger = ns_logger("EventBus.redis")
@@ -53,8 +53,11 @@ def make_client(url: str, *, connect_timeout: float) -> Redis:
             retry=Retry(NoBackoff(), 0),
             client_name="fastapi-opinionated-eventbus",
         )
-    except ValueError as exc:  # redis-py quotes the bad part of the URL: maybe a password
-        raise ValueError(f"invalid Redis URL {mask_url(url)!r}: {scrub(str(exc), url)}") from None
+    except ValueError:
+        # Never redis-py's message: it quotes the part it could not parse, which may be a
+        # piece of the password.
+        problem = url_problem(url) or "redis-py cannot parse it (host, port or database)"
+        raise ValueError(f"invalid Redis URL {mask_url(url)!r}: {problem}") from None
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -26,7 +26,7 @@ from ..._codec import MalformedEntry
 from ..._core.dead_letters import DeadLetter
 from ..._core.settings import BusSettings
 from ..._secrets import mask_url
-from ..._text import as_text
+from ..._text import as_text, loggable
 from .connection import (
     BLOCK_SECONDS,
     Backoff,
@@ -92,23 +92,29 @@ class GroupConsumer(StreamReader):
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
 
-    async def stop(self, grace: float) -> int:
+    async def stop(self, grace: float) -> tuple[int, int]:
         """Stop reading; give in-flight handlers ``grace`` seconds, then cancel them
         (their entries stay pending and are delivered again); flush acks. Returns how
-        many were cancelled."""
+        many were cancelled, and how many still ran after that (abandoned)."""
         await self.pause()
-        cancelled = await self._finish_running(grace)
+        cancelled, abandoned = await self._finish_running(grace)
         if cancelled:
             logger.warning(
                 f"Shutdown: {cancelled} event(s) still being handled after {grace}s were "
                 "cancelled; they stay pending in Redis and will be delivered again"
+            )
+        if abandoned:
+            logger.error(
+                f"Shutdown: {abandoned} event(s) kept running after being cancelled (a handler "
+                "that ignores cancellation?) and were abandoned; they stay pending in Redis "
+                "and will be delivered again"
             )
         if self._refresher is not None:
             self._refresher.cancel()
             await asyncio.gather(self._refresher, return_exceptions=True)
             self._refresher = None
         await self._acks.stop(grace)
-        return cancelled
+        return cancelled, abandoned
 
     # ------------------------------------------------------------------ reading
     def _has_handlers(self) -> bool:
@@ -352,9 +358,10 @@ class GroupConsumer(StreamReader):
         )
         letter = self._dead.entry(fields, source_id=entry_id, reason=reason, deliveries=deliveries)
         await self._store(lambda: self._dead.add([letter]))
+        name, event_id = loggable(fields.get(b"name", b"?")), loggable(fields.get(b"id", b"?"))
         logger.error(
-            f"Event {as_text(fields.get(b'name', b'?'))!r} (id={as_text(fields.get(b'id', b'?'))}, "
-            f"entry {as_text(entry_id)}) moved to the dead-letter stream {self._dead.key}: {reason}"
+            f"Event {name!r} (id={event_id}, entry {as_text(entry_id)}) moved to the "
+            f"dead-letter stream {self._dead.key}: {reason}"
         )
 
     async def _reject(

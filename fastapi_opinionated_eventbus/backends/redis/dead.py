@@ -29,7 +29,7 @@ from redis.typing import EncodableT, FieldT
 from ..._codec import BODY, ID, NAME, Codec, MalformedEntry
 from ..._core.dead_letters import DeadLetter
 from ..._core.envelope import EventEnvelope
-from ..._text import as_text
+from ..._text import as_text, loggable
 from ..replay import EVENT_LEVEL
 
 __all__ = ["EVENT_LEVEL", "DeadLetterStream", "StoredLetter"]
@@ -161,9 +161,10 @@ class DeadLetterStream:
             envelope = self._codec.decode(fields, attempt=max(deliveries, 1))
             replayable = True
         except (MalformedEntry, RecursionError, ValueError):
-            # A letter is listed even when its body never decoded (that is why it is here).
-            name = as_text(fields.get(NAME, b"")) or "<malformed entry>"
-            event_id = as_text(fields.get(ID, b"")) or as_text(fields.get(b"source", entry_id))
+            # A letter is listed even when its body never decoded (that is why it is here);
+            # what it holds came from outside, and is shown sanitised.
+            name = loggable(fields.get(NAME, b"")) or "<malformed entry>"
+            event_id = loggable(fields.get(ID, b"")) or as_text(fields.get(b"source", entry_id))
             envelope = EventEnvelope(name, (), {}, event_id=event_id)
             replayable = False
         try:

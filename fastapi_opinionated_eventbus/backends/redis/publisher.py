@@ -17,7 +17,9 @@ from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
 from ..._core.errors import BackendUnavailable
+from ..._core.interruption import Interruption, note_interruption
 from ..._secrets import mask_url
+from ..unwind import UNWIND_SECONDS
 from .connection import Backoff, describe_error, is_transient
 
 __all__ = ["Publisher"]
@@ -43,6 +45,8 @@ class Publisher:
         # them all (an asyncio.timeout per emit would cost more than the rest of it).
         self._waiting: deque[tuple[float, asyncio.Future[bytes], str]] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        # Publishes whose XADD left at least once: if they fail, they may be stored anyway.
+        self._sent: set[asyncio.Future[bytes]] = set()
 
     async def publish(self, fields: Fields, name: str) -> bytes:
         """Store one entry; its stream id once Redis acknowledged it.
@@ -64,20 +68,40 @@ class Publisher:
                     )
                     return cast("bytes", entry_id)  # decode_responses is off
             except TimeoutError:
-                raise self._timed_out(name) from None
+                raise self._timed_out(name, may_be_stored=True) from None
+            except asyncio.CancelledError:
+                note_interruption(Interruption.UNCONFIRMED)  # the XADD had left
+                raise
             except Exception as exc:
                 if not is_transient(exc):
                     raise self._error(exc) from None
                 # A lost connection: queue it, and the flusher retries until the deadline.
             finally:
                 self._direct = False
-        return await self._enqueue([(fields, name)], deadline)[0]
+        future = self._enqueue([(fields, name)], deadline)[0]
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future in self._sent:
+                note_interruption(Interruption.UNCONFIRMED)
+            raise
+        finally:
+            self._sent.discard(future)
 
-    def publish_many(self, batch: list[tuple[Fields, str]]) -> list[asyncio.Future[bytes]]:
+    async def publish_many(self, batch: list[tuple[Fields, str]]) -> list[bytes | BaseException]:
         """Queue several entries behind each other: they leave in one pipeline, in order
-        (never one of them on the direct path, which could overtake the others)."""
+        (never one of them on the direct path, which could overtake the others). Returns
+        each entry's stream id, or the exception that failed it."""
         loop = asyncio.get_running_loop()
-        return self._enqueue(batch, loop.time() + self._timeout)
+        futures = self._enqueue(batch, loop.time() + self._timeout)
+        try:
+            return await asyncio.gather(*futures, return_exceptions=True)
+        except asyncio.CancelledError:
+            if any(future in self._sent for future in futures):
+                note_interruption(Interruption.UNCONFIRMED)
+            raise
+        finally:
+            self._sent.difference_update(futures)
 
     def _enqueue(
         self, batch: list[tuple[Fields, str]], deadline: float
@@ -116,7 +140,7 @@ class Publisher:
         while waiting and (waiting[0][1].done() or waiting[0][0] <= now):
             _, future, name = waiting.popleft()
             if not future.done():
-                future.set_exception(self._timed_out(name))
+                future.set_exception(self._timed_out(name, may_be_stored=future in self._sent))
         if waiting:
             self._timer = loop.call_at(waiting[0][0], self._expire)
 
@@ -129,6 +153,7 @@ class Publisher:
                 self._buffer = []
                 if not batch:
                     continue
+                self._sent.update(future for _, future in batch)
                 try:
                     results = await self._send(batch)
                 except Exception as exc:
@@ -178,10 +203,12 @@ class Publisher:
         # Per-command errors (e.g. OOM) come back as results, failing only their event.
         return await pipe.execute(raise_on_error=False)
 
-    def _timed_out(self, name: str) -> BackendUnavailable:
+    def _timed_out(self, name: str, *, may_be_stored: bool) -> BackendUnavailable:
+        sent = " (it was sent: it may have been stored)" if may_be_stored else ""
         return BackendUnavailable(
-            f"Redis at {mask_url(self._url)} did not store event {name!r} within "
-            f"publish_timeout={self._timeout}s"
+            f"Redis at {mask_url(self._url)} did not confirm event {name!r} within "
+            f"publish_timeout={self._timeout}s{sent}",
+            may_be_stored=may_be_stored,
         )
 
     def _error(self, exc: BaseException) -> BackendUnavailable:
@@ -191,34 +218,33 @@ class Publisher:
 
     async def close(self, timeout: float) -> int:
         """Let what is in flight finish (up to ``timeout``), then fail what is left;
-        return how many publishes had to be failed."""
+        return how many of those had been sent (they may be stored: unconfirmed)."""
         flusher = self._flusher
         if flusher is not None:
             await asyncio.wait([flusher], timeout=timeout)
             if not flusher.done():
                 flusher.cancel()
-                await asyncio.gather(flusher, return_exceptions=True)
-        stopped = BackendUnavailable(f"the Redis backend ({mask_url(self._url)}) stopped")
-        failed = _fail(self._buffer, stopped)
-        for _, future, _ in self._waiting:
+                await asyncio.wait([flusher], timeout=UNWIND_SECONDS)
+        where = f"the Redis backend ({mask_url(self._url)}) stopped"
+        unconfirmed = 0
+        for future in [f for _, f in self._buffer] + [f for _, f, _ in self._waiting]:
             if not future.done():
-                future.set_exception(stopped)
-                failed += 1
+                sent = future in self._sent
+                unconfirmed += sent
+                state = " after sending the event: it may have been stored" if sent else ""
+                future.set_exception(BackendUnavailable(where + state, may_be_stored=sent))
         self._buffer = []
         self._waiting.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        return failed
+        return unconfirmed
 
 
-def _fail(batch: list[tuple[Fields, asyncio.Future[bytes]]], error: Exception) -> int:
-    failed = 0
+def _fail(batch: list[tuple[Fields, asyncio.Future[bytes]]], error: Exception) -> None:
     for _, future in batch:
         if not future.done():
             future.set_exception(error)
-            failed += 1
-    return failed
 
 
 def _redis(fields: Fields) -> dict[FieldT, EncodableT]:

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from ..._codec import Codec
 from ..._core.settings import BusSettings
 from ..base import BackendPort
+from ..unwind import finish_tasks
 from .dead import DeadLetterStream
 from .flow import Capacity
 
@@ -49,13 +50,8 @@ class StreamReader:
         """The tasks of the entries being handled now."""
         return set(self._tasks)
 
-    async def _finish_running(self, grace: float) -> int:
-        """Give the running handlers ``grace`` seconds, then cancel the rest; return how
-        many had to be cancelled."""
-        if not self._tasks:
-            return 0
-        _, unfinished = await asyncio.wait(set(self._tasks), timeout=grace)
-        for task in unfinished:
-            task.cancel()
-        await asyncio.gather(*unfinished, return_exceptions=True)
-        return len(unfinished)
+    async def _finish_running(self, grace: float) -> tuple[int, int]:
+        """Give the running handlers ``grace`` seconds, then cancel the rest and give them
+        a bounded moment to unwind; return how many were cancelled and how many still ran
+        after that (a handler that ignores cancellation: abandoned, never waited for)."""
+        return await finish_tasks(self._tasks, grace)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from fastapi_opinionated_eventbus import OnInternalEvent, current_event
+from fastapi_opinionated_eventbus import OnInternalEvent
 
 from . import activity
 
@@ -13,7 +13,7 @@ from . import activity
 @OnInternalEvent("user.created")
 async def send_welcome_notification(user: dict[str, Any]) -> None:
     # Async handler: runs on the event loop.
-    activity.record("welcome", user_id=user["id"], event_id=current_event().id)
+    activity.record("welcome", user_id=user["id"])
 
 
 @OnInternalEvent("user.created")

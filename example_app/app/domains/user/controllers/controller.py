@@ -1,15 +1,12 @@
 from __future__ import annotations
 
-import itertools
-
 from fastapi_opinionated.decorators.routing import Controller, Get, Post
 from pydantic import BaseModel
+from sqlalchemy import select
 
 from fastapi_opinionated_eventbus import eventbus_api
 
-from .. import activity
-
-_ids = itertools.count(1)
+from .. import activity, storage
 
 
 class NewUser(BaseModel):
@@ -27,10 +24,21 @@ class Payment(BaseModel):
 class UserController:
     @Post("/")
     async def create(self, user: NewUser) -> dict[str, object]:
-        user_data = {"id": next(_ids), **user.model_dump()}
-        # Every handler of user.created has run when this returns.
-        result = await eventbus_api().emit("user.created", user_data)
-        return {**user_data, "handlers_run": result.handled}
+        # The user and its user.created event are committed together (the transactional
+        # outbox): the handlers run right after the commit, never for a rolled-back user.
+        async with storage.session() as session, session.begin():
+            stored = storage.User(**user.model_dump())
+            session.add(stored)
+            await session.flush()  # the database assigns the id
+            user_data = {"id": stored.id, **user.model_dump()}
+            event = await eventbus_api().outbox(session).emit("user.created", user_data)
+        return {**user_data, "event_id": event.id}
+
+    @Get("/")
+    async def list_users(self) -> list[dict[str, object]]:
+        async with storage.session() as session:
+            users = await session.scalars(select(storage.User).order_by(storage.User.id))
+            return [{"id": u.id, "name": u.name, "email": u.email} for u in users]
 
     @Post("/payments")
     async def pay(self, payment: Payment) -> dict[str, object]:

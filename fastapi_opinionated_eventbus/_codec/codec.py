@@ -1,62 +1,27 @@
-"""The JSON form of an event crossing a process boundary: never pickle, never eval.
-
-An event becomes three flat fields (readable with ``redis-cli XRANGE``)::
-
-    id    the envelope id: stable across redeliveries (not the stream entry id)
-    name  the event name
-    body  JSON {"v": 1, "args": [...], "kwargs": {...}, "at": <epoch seconds>,
-                "cid": <correlation id or null>, "chain": [...], "trace": {...}}
-
-``trace`` carries the W3C trace context of the emit (with tracing on), so the consuming
-process's handler spans join the emitter's trace.
-
-Values: ``str``, ``int``, ``float``, ``bool``, ``None``, lists and dicts with ``str`` keys
-travel as themselves; a few more types travel as tagged objects ``{"$eb": <tag>, ...}``:
-
-* ``datetime``, ``date``, ``time`` (ISO 8601, time zone kept), ``UUID``, ``Decimal``
-  (as text, exact), ``tuple`` (stays a tuple).
-* Pydantic models: their JSON dump, re-validated on the consuming side with the schema
-  registered for the event name (typed events), else with the model type registered
-  under the tag's stable name (:func:`register_type`, or found in a subscribed handler's
-  annotations). A model type is never imported from a name found in a message. With no
-  type to validate with, the model arrives as the dict of its fields (logged once).
-* Enums: their value, tagged with the enum's stable name. Decoded to the enum member when
-  that enum type is registered (same rules as models), else left as the plain value.
-
-Subclasses of list, tuple, dict, str, int and float arrive as the base type. Anything
-else is refused at emit with :class:`EventSerializationError` naming the argument
-(``args[1]``, ``kwargs['user']['tags'][0]``) and its type, and nothing is published.
-"""
+"""Encoding an envelope to stream fields and back (the package docstring is the spec)."""
 
 from __future__ import annotations
 
 import json
-import typing
 import uuid
-import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any
 
-from fastapi_opinionated.shared.logger import ns_logger
 from pydantic import BaseModel, ValidationError
 
-from ._core.envelope import EventEnvelope
-from ._core.errors import EventSerializationError
+from .._core.envelope import EventEnvelope, check_identity
+from .._core.errors import EventSerializationError
+from .models import NotCarried, dump_model
+from .registry import TypeRegistry, known_types, stable_name
+from .text import clipped, shown
+from .unknown import UnknownTypes
 
-__all__ = [
-    "Codec",
-    "MalformedEntry",
-    "TypeRegistry",
-    "known_types",
-    "register_type",
-    "stable_name",
-]
+__all__ = ["BODY", "ID", "NAME", "TAG", "VERSION", "Codec", "MalformedEntry"]
 
 VERSION = 1
-logger = ns_logger("EventBus.codec")
 
 TAG = "$eb"
 TAG_BYTES = b'"$eb"'
@@ -71,77 +36,14 @@ class MalformedEntry(ValueError):
     """A received entry that is not an event this codec wrote (or no longer decodes)."""
 
 
-def stable_name(cls: type) -> str:
-    """The name a model or enum type travels under: ``module:qualname``."""
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
-class TypeRegistry:
-    """Model and enum types the consuming side may rebuild, keyed by a stable name."""
-
-    def __init__(self) -> None:
-        self._by_name: dict[str, type] = {}
-        # Weak: apps rebuilt in one process (tests) re-create their classes.
-        self._names: weakref.WeakKeyDictionary[type, str] = weakref.WeakKeyDictionary()
-
-    def register(self, cls: type, name: str | None = None) -> None:
-        if not (isinstance(cls, type) and issubclass(cls, BaseModel | Enum)):
-            raise TypeError(f"only pydantic models and enums can be registered, got {cls!r}")
-        key = name or stable_name(cls)
-        self._by_name[key] = cls
-        self._names[cls] = key
-
-    def name_of(self, cls: type) -> str:
-        return self._names.get(cls) or stable_name(cls)
-
-    def get(self, name: str) -> type | None:
-        return self._by_name.get(name)
-
-    def register_annotations(self, handler: Callable[..., Any]) -> None:
-        """Register the models and enums named in ``handler``'s annotations.
-
-        They are types the consuming app imported itself, which is what makes rebuilding
-        them safe. Annotations that cannot be resolved are skipped.
-        """
-        try:
-            hints = typing.get_type_hints(handler)
-        except Exception:  # forward references, a callable object, ...
-            return
-        for hint in hints.values():
-            for cls in _types_in(hint):
-                if cls not in self._names:
-                    self.register(cls)
-
-
-def _types_in(hint: Any) -> Iterator[type]:
-    """Models and enums in an annotation, including inside ``list[...]``, ``X | None``."""
-    if isinstance(hint, type) and issubclass(hint, BaseModel | Enum):
-        yield hint
-    for arg in typing.get_args(hint):
-        yield from _types_in(arg)
-
-
-known_types = TypeRegistry()
-"""The process-wide registry of model and enum types (see :func:`register_type`)."""
-
-
-def register_type(cls: type, name: str | None = None) -> None:
-    """Let events carry ``cls`` (a Pydantic model or an Enum) between processes.
-
-    Needed only for models and enums that are neither an event's schema nor named in a
-    subscribed handler's annotations. ``name`` defaults to ``module:qualname``; give one
-    when the producing and the consuming code import the type under different modules.
-    """
-    known_types.register(cls, name)
-
-
 class _Refused(Exception):
-    """An unencodable value; ``path`` grows while the error unwinds to the argument."""
+    """An unencodable value; ``path`` (``[1]``, ``['a']``, ``.f``, innermost first) grows
+    while the error unwinds to the argument."""
 
-    def __init__(self, value: object, problem: str = "") -> None:
+    def __init__(self, value: object, problem: str = "", path: Sequence[str | int] = ()) -> None:
         self.value = value
         self.problem = problem
-        self.path: list[str] = []
+        self.path: list[str] = [_segment(p, attribute=True) for p in reversed(path)]
 
 
 def _refusal(envelope: EventEnvelope, problem: str) -> EventSerializationError:
@@ -162,24 +64,25 @@ class Codec:
         refresh: Callable[[], None] | None = None,
     ) -> None:
         """``schema_for(name)``: the schema of an event name; ``refresh()``: register more
-        types (e.g. from handlers subscribed since), tried once per unknown type name."""
+        types (e.g. from handlers subscribed since), tried once per unknown type name while
+        that name is remembered (see :class:`UnknownTypes`)."""
         self._schema_for = schema_for
         self._types = registry
         self._refresh = refresh
-        self._unknown: set[str] = set()
+        self._unknown = UnknownTypes()
 
     # ------------------------------------------------------------------ encoding
     def encode(self, envelope: EventEnvelope) -> dict[bytes, bytes]:
         """The stream fields of ``envelope``; raises EventSerializationError."""
-        args = envelope._args
-        kwargs = envelope._kwargs
+        args = envelope.args
+        kwargs = envelope.kwargs
         try:
             where = "args"
             encoded_args = [self._value(a, i) for i, a in enumerate(args)]
             where = "kwargs"
             encoded_kwargs = self._dict(kwargs) if kwargs else {}
         except _Refused as refused:
-            path = where + "".join(f"[{p}]" for p in reversed(refused.path))
+            path = where + "".join(reversed(refused.path))
             problem = refused.problem or (
                 f"is a {_type_name(refused.value)}, which cannot be sent to another process"
             )
@@ -193,30 +96,33 @@ class Codec:
             "kwargs": encoded_kwargs,
             "at": envelope.emitted_at_timestamp,
             # The explicit one only: a root event's default (its own id) is rebuilt as is.
-            "cid": envelope._correlation_id,
+            "cid": cid if (cid := envelope.correlation_id) != envelope.id else None,
             "chain": list(envelope.chain),
             "trace": envelope.trace_context or {},
         }
         try:
             encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+            return {ID: envelope.id.encode(), NAME: envelope.name.encode(), BODY: encoded}
         except (ValueError, RecursionError) as exc:
             # An int too long for json, a lone surrogate that is not UTF-8, ...
-            where = self._culprit(args, kwargs) or "an argument"
-            raise _refusal(envelope, f"{where} cannot be encoded ({exc})") from None
-        return {ID: envelope.id.encode(), NAME: envelope.name.encode(), BODY: encoded}
+            culprit = self._culprit(args, kwargs)
+            if culprit is None and (bad_text := _unencodable_text(envelope)) is not None:
+                raise bad_text from None
+            problem = f"{culprit or 'an argument'} cannot be encoded ({exc})"
+            raise _refusal(envelope, problem) from None
 
     def _culprit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         """Which argument fails to encode: found again one by one, on the failure path only."""
         named: list[tuple[str, int | str, Any]] = [(f"args[{i}]", i, a) for i, a in enumerate(args)]
         named += [(f"kwargs[{k!r}]", k, v) for k, v in kwargs.items()]
         for path, key, value in named:
-            try:
-                json.dumps(self._value(value, key), ensure_ascii=False).encode()
+            try:  # the key too: a kwargs name may be what fails
+                json.dumps([key, self._value(value, key)], ensure_ascii=False).encode()
             except (_Refused, ValueError, RecursionError):
                 return path
         return None
 
-    def _value(self, value: Any, key: int | str) -> Any:
+    def _value(self, value: Any, key: int | str | None) -> Any:
         # ``key`` names this value in its parent, for the error message only.
         try:
             kind = type(value)
@@ -228,17 +134,18 @@ class Codec:
                 return self._dict(value)
             return self._other(value)
         except _Refused as refused:
-            refused.path.append(str(key))
+            if key is not None:
+                refused.path.append(_segment(key))
             raise
 
     def _dict(self, value: Mapping[Any, Any]) -> Any:
         out: dict[str, Any] = {}
         for k, v in value.items():
             if type(k) is not str:
-                raise _Refused(
-                    value, f"has the {_type_name(k)} key {k!r}: JSON object keys must be str"
-                )
-            out[k] = self._value(v, repr(k))
+                k = _plain_key(value, k)
+            out[k] = self._value(v, k)
+        if len(out) != len(value):  # keys that differ only as str subclasses (see _plain_key)
+            raise _Refused(value, _merged_keys(value))
         if TAG in out:  # a user's own "$eb" key: escape, so it is not read as a tag
             return {TAG: "dict", "v": [[k, v] for k, v in out.items()]}
         return out
@@ -247,38 +154,44 @@ class Codec:
         # Enum before str/int: StrEnum and IntEnum members are str and int too.
         if isinstance(value, Enum):
             name = self._types.name_of(type(value))
-            return {TAG: "enum", "type": name, "v": self._value(value.value, "value")}
+            try:
+                return {TAG: "enum", "type": name, "v": self._value(value.value, None)}
+            except _Refused as refused:
+                refused.path.append(".value")
+                raise
         if isinstance(value, BaseModel):
             try:
-                dumped = value.model_dump_json(
-                    by_alias=True, round_trip=True, exclude_computed_fields=True
-                )
+                dumped = dump_model(value)
+            except NotCarried as exc:
+                raise _Refused(value, exc.problem, exc.path) from None
             except Exception as exc:  # pydantic's serialization error
                 problem = f"is a {_type_name(value)} that cannot be dumped: {exc}"
                 raise _Refused(value, problem) from None
             return {TAG: "model", "type": self._types.name_of(type(value)), "json": dumped}
+        # Subclasses travel as their base type, so the base's own methods turn them to text:
+        # what a subclass's __str__ or isoformat says may not be its data.
         if isinstance(value, datetime):
-            return {TAG: "datetime", "v": value.isoformat()}
+            return {TAG: "datetime", "v": _iso(value, datetime.isoformat(value))}
         if isinstance(value, date):
-            return {TAG: "date", "v": value.isoformat()}
+            return {TAG: "date", "v": date.isoformat(value)}
         if isinstance(value, time):
-            return {TAG: "time", "v": value.isoformat()}
+            return {TAG: "time", "v": _iso(value, time.isoformat(value))}
         if isinstance(value, uuid.UUID):
-            return {TAG: "uuid", "v": str(value)}
+            return {TAG: "uuid", "v": uuid.UUID.__str__(value)}
         if isinstance(value, Decimal):
-            return {TAG: "decimal", "v": str(value)}
+            return {TAG: "decimal", "v": Decimal.__str__(value)}
         if isinstance(value, tuple):
             return {TAG: "tuple", "v": [self._value(item, i) for i, item in enumerate(value)]}
         if isinstance(value, list):
             return [self._value(item, i) for i, item in enumerate(value)]
         if isinstance(value, dict):
             return self._dict(value)
-        if isinstance(value, bool | int):
-            return int(value)
+        if isinstance(value, int):
+            return int.__int__(value)
         if isinstance(value, float):
-            return float(value)
+            return float.__float__(value)
         if isinstance(value, str):
-            return str(value)
+            return str.__str__(value)
         raise _Refused(value)
 
     # ------------------------------------------------------------------ decoding
@@ -291,7 +204,7 @@ class Codec:
         except KeyError as exc:
             raise MalformedEntry(f"missing field {exc.args[0]!r}") from None
         except UnicodeDecodeError as exc:
-            raise MalformedEntry(f"a field is not UTF-8: {exc}") from None
+            raise MalformedEntry(f"a field is not UTF-8: {clipped(str(exc))}") from None
         if not event_id or not name:
             raise MalformedEntry("empty event id or name")
         schema = self._schema_for(name)
@@ -303,13 +216,13 @@ class Codec:
         except MalformedEntry:
             raise
         except ValidationError as exc:
-            raise MalformedEntry(f"a model no longer validates: {exc}") from None
+            raise MalformedEntry(f"a model no longer validates: {clipped(str(exc))}") from None
         except (ValueError, TypeError, KeyError, InvalidOperation, RecursionError) as exc:
             # RecursionError: a body nested deeper than json can parse is garbage too.
-            raise MalformedEntry(f"bad body: {type(exc).__name__}: {exc}") from None
+            raise MalformedEntry(f"bad body: {type(exc).__name__}: {clipped(str(exc))}") from None
         try:
             if body.get("v") != VERSION:
-                raise MalformedEntry(f"unknown codec version {body.get('v')!r}")
+                raise MalformedEntry(f"unknown codec version {shown(body.get('v'))}")
             args, kwargs, at = body["args"], body["kwargs"], body["at"]
             chain, cid, trace = body.get("chain", []), body.get("cid"), body.get("trace", {})
             if not (
@@ -323,7 +236,12 @@ class Codec:
             ):
                 raise MalformedEntry("body fields of the wrong type")
         except (AttributeError, KeyError) as exc:
-            raise MalformedEntry(f"body is not an event: {type(exc).__name__}: {exc}") from None
+            problem = f"{type(exc).__name__}: {clipped(str(exc))}"
+            raise MalformedEntry(f"body is not an event: {problem}") from None
+        try:
+            check_identity(name, event_id, cid, chain)
+        except ValueError as exc:
+            raise MalformedEntry(str(exc)) from None
         return EventEnvelope(
             name,
             tuple(args),
@@ -358,7 +276,7 @@ class Codec:
             return self._model(obj["type"], obj["json"], schema)
         if tag == "enum":
             return self._enum(obj["type"], obj["v"])
-        raise MalformedEntry(f"unknown value tag {tag!r}")
+        raise MalformedEntry(f"unknown value tag {shown(tag)}")
 
     def _model(self, name: str, dumped: str, schema: type[BaseModel] | None) -> Any:
         if schema is not None and name == stable_name(schema):
@@ -380,21 +298,76 @@ class Codec:
 
     def _resolve(self, name: str, *, quiet: bool = False) -> type | None:
         cls = self._types.get(name)
-        if cls is not None or name in self._unknown:
+        if cls is not None or self._unknown.seen(name):
             return cls
         if self._refresh is not None:
             self._refresh()
             cls = self._types.get(name)
         if cls is None:
-            self._unknown.add(name)
-            if not quiet:
-                logger.warning(
-                    f"Received a value of type {name!r}, which is not registered in this "
-                    "process: it is passed on as plain data. Register it with "
-                    "fastapi_opinionated_eventbus.register_type() (or name it in a "
-                    "handler's annotations)."
-                )
+            self._unknown.add(name, warn=not quiet)
         return cls
+
+
+def _unencodable_text(envelope: EventEnvelope) -> EventSerializationError | None:
+    """The refusal of the envelope's own text that is not UTF-8 (a lone surrogate), if any:
+    the event name, its ids, its chain or its trace context."""
+    texts = [
+        ("event name", envelope.name),
+        ("event id", envelope.id),
+        ("correlation id", envelope.correlation_id),
+        *(("chain entry", name) for name in envelope.chain),
+        *(("trace context", f"{k}={v}") for k, v in (envelope.trace_context or {}).items()),
+    ]
+    for what, text in texts:
+        try:
+            text.encode()
+        except UnicodeEncodeError as exc:
+            return EventSerializationError(
+                f"Event {shown(envelope.name)}: the {what} {shown(text)} is not valid UTF-8 "
+                f"text ({exc.reason}: {text[exc.start]!r} at position {exc.start}); nothing "
+                "was published"
+            )
+    return None
+
+
+def _iso(value: datetime | time, text: str) -> str:
+    """``text``, unless fromisoformat would read it back wrong: Python 3.12 takes a UTC
+    offset under a second (``+00:00:00.000001``) for UTC."""
+    if "+00:00:00." in text or "-00:00:00." in text:
+        raise _Refused(
+            value,
+            f"has the UTC offset {value.utcoffset()}, under a second, which the consuming "
+            "side would read back as UTC",
+        )
+    return text
+
+
+def _plain_key(mapping: Mapping[Any, Any], key: Any) -> str:
+    """A str subclass key (a StrEnum member, ...) travels as its plain text, like a value."""
+    if isinstance(key, str):
+        return str.__str__(key)
+    raise _Refused(mapping, f"has the {_type_name(key)} key {key!r}: JSON object keys must be str")
+
+
+def _merged_keys(mapping: Mapping[Any, Any]) -> str:
+    """Name two keys that became one plain str, which JSON would silently merge."""
+    seen: dict[str, Any] = {}
+    for key in mapping:
+        text = str.__str__(key)
+        if text in seen:
+            return (
+                f"has two keys equal to {text!r} as plain str ({seen[text]!r} and {key!r}): "
+                "JSON object keys must be distinct"
+            )
+        seen[text] = key
+    return "has keys that are not distinct as plain str"  # a Mapping that changed meanwhile
+
+
+def _segment(key: str | int, *, attribute: bool = False) -> str:
+    """``[1]``, ``['a']``, or ``.name`` for a model field (``attribute``)."""
+    if isinstance(key, int):
+        return f"[{key}]"
+    return f".{key}" if attribute and key.isidentifier() else f"[{key!r}]"
 
 
 def _type_name(value: object) -> str:

@@ -1,0 +1,57 @@
+"""The outbox with the Redis backend: committed events are published to the stream and
+handled by a consumer in another process; rolled-back ones never leave the database."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from redis_support import Make, Worker, eventually
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from support import Postgres
+
+
+async def test_committed_events_reach_a_consumer_in_another_process(
+    postgres: Postgres,
+    make_bus: Make,
+    workers: Callable[..., Worker],
+    redis: aioredis.Redis,
+    prefix: str,
+):
+    consumer = workers("consumer")
+    await consumer.ready(redis)
+    table = f"outbox_{uuid.uuid4().hex[:10]}"
+    bus = make_bus(outbox_url=postgres.async_url, outbox_table=table, outbox_poll_interval=0.1)
+    await bus.start()  # publishes only: no handler in this process
+    engine = create_async_engine(postgres.async_url)
+    try:
+        async with AsyncSession(engine) as session, session.begin():
+            committed = [await bus.outbox(session).emit("job", {"n": n}) for n in range(3)]
+        try:
+            async with AsyncSession(engine) as session, session.begin():
+                rolled_back = await bus.outbox(session).emit("job", {"n": 99})
+                raise LookupError("roll back")
+        except LookupError:
+            pass
+
+        async def handled() -> dict[bytes, bytes]:
+            return await redis.hgetall(f"{prefix}:handled")  # type: ignore[no-any-return]
+
+        async def all_handled() -> bool:
+            return ids <= set(await handled())
+
+        ids = {e.id.encode() for e in committed}
+        await eventually(all_handled, what="the committed events handled")
+        await asyncio.sleep(0.5)
+        counts = await handled()
+        assert counts == {event_id: b"1" for event_id in ids}  # once each, nothing else
+        assert rolled_back.id.encode() not in counts
+        async with engine.connect() as conn:
+            assert (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar() == 0
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+        await engine.dispose()
