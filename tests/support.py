@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -30,6 +30,9 @@ from fastapi import FastAPI
 from postgres_server import PostgresServer, installed
 
 from fastapi_opinionated_eventbus.plugin import PLUGIN_PATH
+
+if TYPE_CHECKING:
+    from fastapi_opinionated_eventbus import EventBus
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = REPO_ROOT / "example_app"
@@ -242,6 +245,34 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def close_while_a_handler_ignores_cancellation(
+    bus: EventBus, *, started_within: float = 20.0
+) -> None:
+    """Start ``bus`` (shutdown_timeout short) with a handler that swallows every
+    CancelledError, emit to it, and check that aclose() returns all the same: bounded by
+    the shutdown timeout, the backend's floor and the unwinding."""
+    started = asyncio.Event()
+    released = False
+
+    async def stubborn() -> None:
+        started.set()
+        while not released:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                continue
+
+    bus.subscribe("job", stubborn)
+    await bus.start()
+    await bus.emit("job")
+    await asyncio.wait_for(started.wait(), started_within)
+    try:
+        await asyncio.wait_for(bus.aclose(), 15)
+    finally:
+        released = True
+    await asyncio.sleep(0.05)  # the handler ends, before the test's loop closes
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> int | None:

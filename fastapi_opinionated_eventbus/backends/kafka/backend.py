@@ -216,12 +216,14 @@ class KafkaBackend:
 
     async def stop(self, timeout: float) -> StopReport:
         """Within ``timeout`` (at most a few seconds: the bus has drained its own work):
-        readers first, since handlers still running may publish; then the producer."""
+        readers first, since handlers still running may publish; then the producer, which
+        sends what it holds. Publishes it could not get acknowledged are unconfirmed."""
         report = StopReport(cancelled=0, abandoned=0, unconfirmed=0)
         producer = self._producer
         if producer is None:
             return report
         grace = min(timeout, _STOP_GRACE)
+        in_flight: set[asyncio.Future[object]] = set()
         try:
             for reader in (self._broadcast, self._consumer):
                 if reader is not None:
@@ -232,7 +234,7 @@ class KafkaBackend:
                 if closing is not None:
                     await _quietly_stop(closing)
             if self._publisher is not None:
-                report["unconfirmed"] = self._publisher.in_flight
+                in_flight = set(self._publisher.unacknowledged)
         finally:
             self._producer = self._publisher = self._dead = None
             self._consumer = self._broadcast = self._inspector = None
@@ -241,6 +243,7 @@ class KafkaBackend:
                     await producer.stop()  # sends what it holds, then closes
             except Exception:
                 await _quietly_stop(producer)
+            report["unconfirmed"] = sum(1 for sent in in_flight if not _acknowledged(sent))
             logger.info(f"Kafka backend stopped ({self.config.servers})")
         return report
 
@@ -393,6 +396,10 @@ class KafkaBackend:
                 else self.config.describe(exc)
             )
         return report
+
+
+def _acknowledged(sent: asyncio.Future[object]) -> bool:
+    return sent.done() and not sent.cancelled() and sent.exception() is None
 
 
 async def _quietly_stop(client: Any) -> None:

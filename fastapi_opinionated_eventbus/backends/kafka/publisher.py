@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from ..._core.errors import BackendUnavailable
+from ..._core.interruption import Interruption, note_interruption
 from .config import KafkaConfig
 from .wire import Outgoing
 
@@ -35,8 +36,10 @@ class Publisher:
         self._config = config
         self._topic = config.topic
         self._timeout = timeout
-        self.in_flight = 0
-        """Publishes waiting for the broker now (reported as unconfirmed at shutdown)."""
+        self.unacknowledged: set[asyncio.Future[object]] = set()
+        """Records handed to the producer whose acknowledgement is awaited now: from then
+        on the producer sends them whenever it can, so each may be stored (unconfirmed)
+        until the broker answers."""
         self._sticky = 0
         self._sticky_left = 0
 
@@ -53,28 +56,39 @@ class Publisher:
         self._sticky_left -= 1
         return self._sticky
 
+    async def _send(self, record: Outgoing) -> asyncio.Future[object]:
+        """Hand one record to the producer (it leaves with the next request); its future
+        resolves with the broker's acknowledgement."""
+        key, value, headers, own_key = record
+        sent: asyncio.Future[object] = await self._producer.send(
+            self._topic, value, key=key, headers=headers, partition=self._partition(own_key)
+        )
+        self.unacknowledged.add(sent)
+        return sent
+
     async def publish(self, record: Outgoing, name: str) -> None:
         """Send one record and wait for the broker's acknowledgement.
 
-        :raises BackendUnavailable: not acknowledged within ``publish_timeout``, or refused.
-            A record already handed to the producer may still be stored afterwards.
+        :raises BackendUnavailable: not acknowledged within ``publish_timeout``, or refused;
+            ``may_be_stored`` once the record was handed to the producer, which may still
+            deliver it afterwards.
         """
-        key, value, headers, own_key = record
-        self.in_flight += 1
         sent: asyncio.Future[object] | None = None
         try:
             async with asyncio.timeout(self._timeout):
-                sent = await self._producer.send(
-                    self._topic, value, key=key, headers=headers, partition=self._partition(own_key)
-                )
+                sent = await self._send(record)
                 await asyncio.shield(sent)
         except TimeoutError:
-            _abandon([sent] if sent is not None else [])
-            raise self.timed_out(repr(name)) from None
+            raise self.timed_out(repr(name), may_be_stored=sent is not None) from None
+        except asyncio.CancelledError:
+            if sent is not None:
+                note_interruption(Interruption.UNCONFIRMED)  # the producer still holds it
+            raise
         except KafkaError as exc:
-            raise self.refused(repr(name), exc) from None
+            raise self.refused(repr(name), exc, may_be_stored=_maybe(sent, exc)) from None
         finally:
-            self.in_flight -= 1
+            if sent is not None:
+                self._settle(sent)
 
     async def publish_many(self, records: Sequence[tuple[Outgoing, str]]) -> None:
         """Send every record, in order, then wait for all acknowledgements at once.
@@ -87,48 +101,77 @@ class Publisher:
             async with asyncio.timeout(self._timeout):
                 # send() only appends to the producer's batches (it suspends only while its
                 # buffer is full): the sender takes them all in its next request.
-                for (key, value, headers, own_key), _ in records:
-                    partition = self._partition(own_key)
-                    sent = await self._producer.send(
-                        self._topic, value, key=key, headers=headers, partition=partition
-                    )
-                    waiting.append(sent)
+                for record, _ in records:
+                    waiting.append(await self._send(record))
                 await asyncio.wait(waiting)
         except TimeoutError:
-            _abandon(waiting)
+            pass
+        except asyncio.CancelledError:
+            if waiting:
+                note_interruption(Interruption.UNCONFIRMED)
+            raise
+        finally:
+            for sent in waiting:
+                self._settle(sent)
         for index, (_, name) in enumerate(records):
             what = f"event {index} of the batch ({name!r})"
+            # Records handed to the producer may still be stored, up to the last one sent.
+            may_be_stored = index < len(waiting)
             if index >= len(waiting) or not waiting[index].done():
-                raise self.timed_out(what, stored_before=index)
+                raise self.timed_out(what, stored_before=index, may_be_stored=may_be_stored)
             error = waiting[index].exception()
             if error is not None:
-                raise self.refused(what, error, stored_before=index) from error
+                raise self.refused(
+                    what,
+                    error,
+                    stored_before=index,
+                    may_be_stored=any(_maybe(sent, error) for sent in waiting[index:]),
+                ) from error
 
-    def timed_out(self, what: str, *, stored_before: int | None = None) -> BackendUnavailable:
+    def _settle(self, sent: asyncio.Future[object]) -> None:
+        """Stop tracking ``sent`` once resolved. One nobody waits for any more (a timed-out
+        emit) stays tracked until it resolves, and its outcome is retrieved then, so a late
+        failure is not reported as an exception never retrieved."""
+        if sent.done():
+            self._resolved(sent)
+        else:
+            sent.add_done_callback(self._resolved)
+
+    def _resolved(self, sent: asyncio.Future[object]) -> None:
+        self.unacknowledged.discard(sent)
+        if not sent.cancelled():
+            sent.exception()
+
+    def timed_out(
+        self, what: str, *, may_be_stored: bool, stored_before: int | None = None
+    ) -> BackendUnavailable:
+        sent = " (it was sent: it may be stored)" if may_be_stored else ""
         return BackendUnavailable(
             f"Kafka at {self._config.servers} did not acknowledge {what} within "
-            f"publish_timeout={self._timeout}s{_before(stored_before)}"
+            f"publish_timeout={self._timeout}s{sent}{_before(stored_before)}",
+            may_be_stored=may_be_stored,
         )
 
     def refused(
-        self, what: str, exc: BaseException, *, stored_before: int | None = None
+        self,
+        what: str,
+        exc: BaseException,
+        *,
+        may_be_stored: bool,
+        stored_before: int | None = None,
     ) -> BackendUnavailable:
         return BackendUnavailable(
             f"Kafka at {self._config.servers} refused {what}: "
-            f"{self._config.describe(exc)}{_before(stored_before)}"
+            f"{self._config.describe(exc)}{_before(stored_before)}",
+            may_be_stored=may_be_stored,
         )
 
 
-def _abandon(futures: Sequence[asyncio.Future[object]]) -> None:
-    """Acknowledgements nobody waits for any more: their outcome is still retrieved when
-    it comes, so a late failure is not reported as an exception never retrieved."""
-    for future in futures:
-        future.add_done_callback(_retrieve)
-
-
-def _retrieve(future: asyncio.Future[object]) -> None:
-    if not future.cancelled():
-        future.exception()
+def _maybe(sent: asyncio.Future[object] | None, error: BaseException) -> bool:
+    """Whether a record that failed with ``error`` may be stored all the same: it was
+    handed to the producer and the error is one a retry goes through (a request timed out
+    or a connection dropped after the broker may have written it), not a refusal."""
+    return sent is not None and bool(getattr(error, "retriable", False))
 
 
 def _before(stored: int | None) -> str:
