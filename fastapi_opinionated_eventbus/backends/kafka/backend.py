@@ -30,7 +30,7 @@ from ..._core.errors import BackendUnavailable, ConfigurationError
 from ..._core.results import EmitResult, HandlerFailure
 from ..._core.settings import BusSettings
 from ..backoff import keep_trying
-from ..base import BackendHealth, BackendPort, StopReport, start_in_context
+from ..base import BackendHealth, BackendPort, ServerInfo, StopReport, start_in_context
 from ..broker import encode_batch, not_started, register_handler_types
 from ..replay import replay_letter
 from . import wire
@@ -98,6 +98,25 @@ class KafkaBackend:
     def pending_entries(self) -> int:
         """Records this process received and has not committed yet (a metrics gauge)."""
         return self._consumer.held if self._consumer is not None else 0
+
+    def describe_servers(self) -> list[ServerInfo]:
+        """One entry per bootstrap server (``kafka``, ``kafka-2``, ...): ``host:port`` and
+        the protocol (``kafka-secure`` with TLS or SASL); never the security settings."""
+        secure = self.config.secure
+        description = (
+            f"Kafka: every event is a record of the topic {self.config.topic} (its name in the "
+            f"{wire.EVENT_NAME} header), handled by the consumer group "
+            f"{self.config.group!r}; dead letters in {self.config.dead_letter_topic}."
+        )
+        return [
+            ServerInfo(
+                name="kafka" if index == 1 else f"kafka-{index}",
+                host=server,
+                protocol="kafka-secure" if secure else "kafka",
+                description=description,
+            )
+            for index, server in enumerate(self.config.servers.split(","), start=1)
+        ]
 
     # ------------------------------------------------------------------ lifecycle
     async def connect(self) -> None:

@@ -110,6 +110,13 @@ class KafkaConfig:
         )
 
     @property
+    def secure(self) -> bool:
+        """Whether the clients use TLS or SASL: a ``security_protocol`` other than
+        PLAINTEXT (SSL, SASL_PLAINTEXT, SASL_SSL)."""
+        protocol = str(self.security.get("security_protocol", "PLAINTEXT")).upper()
+        return protocol != "PLAINTEXT"
+
+    @property
     def letters_group(self) -> str:
         """The group whose committed offsets mark the dead letters already replayed or
         purged (a topic cannot delete single records)."""
