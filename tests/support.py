@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.resources
+import json
 import os
 import re
 import signal
@@ -245,6 +246,33 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+# What anyone who can write to the broker may put in an event's identity, to forge a log
+# line or hide in one (6b item 7): (name, event id, correlation id) by case. The codec's
+# body around them is a valid one.
+FORGED = "ERROR [EventBus] forged"
+HOSTILE_IDENTITIES: dict[str, tuple[str, str, str | None]] = {
+    "name-with-spaces": (" note ", "e-1", None),
+    "name-with-newline": (f"note\n{FORGED} by a name", "e-1", None),
+    "name-with-escape": ("note\x1b[2J", "e-1", None),
+    "id-with-newline": ("note", f"e-1\n{FORGED} by an id", None),
+    "cid-with-newline": ("note", "e-1", f"c-1\n{FORGED} by a correlation id"),
+}
+
+
+def hostile_body(cid: str | None) -> bytes:
+    """A codec body as a foreign producer may write it, carrying ``cid``."""
+    body = {"v": 1, "args": [], "kwargs": {}, "at": 1.0, "chain": [], "trace": {}, "cid": cid}
+    return json.dumps(body).encode()
+
+
+def assert_nothing_forged(caplog: pytest.LogCaptureFixture) -> None:
+    """No log line starts anew with a forged message or carries a terminal escape."""
+    for record in caplog.records:
+        message = record.getMessage()
+        assert f"\n{FORGED}" not in message, message
+        assert "\x1b[2J" not in message, message
 
 
 async def close_while_a_handler_ignores_cancellation(

@@ -28,7 +28,7 @@ from ..._codec import Codec, MalformedEntry
 from ..._core.dead_letters import DeadLetter
 from ..._core.envelope import EventEnvelope
 from ..._core.results import HandlerFailure
-from ..._text import as_text
+from ..._text import as_text, loggable
 from ..backoff import Backoff
 from ..replay import EVENT_LEVEL
 from . import wire
@@ -250,9 +250,10 @@ class DeadLetterTopic:
             envelope = wire.decode(self._codec, record, max(deliveries, 1))
             replayable = True
         except (MalformedEntry, RecursionError, ValueError):
-            # A letter is listed even when its event never decoded (that is why it is here).
-            name = as_text(wire.header(headers, wire.EVENT_NAME) or b"") or "<malformed record>"
-            event_id = as_text(wire.header(headers, wire.EVENT_ID) or b"") or text("source")
+            # A letter is listed even when its event never decoded (that is why it is here);
+            # what its headers hold came from outside, and is shown sanitised.
+            name = loggable(wire.header(headers, wire.EVENT_NAME) or b"") or "<malformed record>"
+            event_id = loggable(wire.header(headers, wire.EVENT_ID) or b"") or text("source")
             envelope = EventEnvelope(name, (), {}, event_id=event_id)
             replayable = False
         try:
