@@ -33,7 +33,9 @@ from postgres_server import PostgresServer, installed
 from fastapi_opinionated_eventbus.plugin import PLUGIN_PATH
 
 if TYPE_CHECKING:
-    from fastapi_opinionated_eventbus import EventBus
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from fastapi_opinionated_eventbus import EventBus, EventEnvelope
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = REPO_ROOT / "example_app"
@@ -273,6 +275,24 @@ def assert_nothing_forged(caplog: pytest.LogCaptureFixture) -> None:
         message = record.getMessage()
         assert f"\n{FORGED}" not in message, message
         assert "\x1b[2J" not in message, message
+
+
+async def commit_three_and_roll_one_back(
+    bus: EventBus, engine: AsyncEngine
+) -> tuple[list[EventEnvelope], EventEnvelope]:
+    """Through ``bus``'s outbox: three ``job`` events committed in one transaction, then
+    one in a transaction rolled back. Returns the committed envelopes and the other one."""
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    async with AsyncSession(engine) as session, session.begin():
+        committed = [await bus.outbox(session).emit("job", {"n": n}) for n in range(3)]
+    try:
+        async with AsyncSession(engine) as session, session.begin():
+            rolled_back = await bus.outbox(session).emit("job", {"n": 99})
+            raise LookupError("roll back")
+    except LookupError:
+        pass
+    return committed, rolled_back
 
 
 async def close_while_a_handler_ignores_cancellation(

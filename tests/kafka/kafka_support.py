@@ -24,6 +24,18 @@ PYTHON = sys.executable
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
 
 
+def app_env(servers: str, topic: str) -> dict[str, str]:
+    """The EVENTBUS_* variables of an app on ``topic`` (its group ``<topic>.group``), with
+    the tests' short group timings."""
+    return {
+        "EVENTBUS_BACKEND": "kafka",
+        "EVENTBUS_KAFKA_BOOTSTRAP_SERVERS": servers,
+        "EVENTBUS_KAFKA_TOPIC": topic,
+        "EVENTBUS_KAFKA_GROUP_ID": f"{topic}.group",
+        "EVENTBUS_KAFKA_CONSUMER_OPTIONS": json.dumps(FAST_GROUP),
+    }
+
+
 def unique(kind: str) -> str:
     """A topic or group name of this test's own."""
     return f"t-{kind}-{uuid.uuid4().hex[:10]}"

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from kafka_support import FAST_GROUP, eventually
+from kafka_support import app_env, eventually
 from support import EXAMPLE_APP, check_activity, two_uvicorn_workers, wait_until_serving
 
 
@@ -19,11 +19,7 @@ async def test_example_app_under_two_workers_handles_each_signup_once(
     whichever worker owns its partition."""
     activity_log = tmp_path / "activity.jsonl"
     env = {
-        "EVENTBUS_BACKEND": "kafka",
-        "EVENTBUS_KAFKA_BOOTSTRAP_SERVERS": kafka_servers,
-        "EVENTBUS_KAFKA_TOPIC": topic,
-        "EVENTBUS_KAFKA_GROUP_ID": f"{topic}.group",
-        "EVENTBUS_KAFKA_CONSUMER_OPTIONS": json.dumps(FAST_GROUP),
+        **app_env(kafka_servers, topic),
         "EXAMPLE_ACTIVITY_LOG": str(activity_log),
         "EXAMPLE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'example.db'}",
     }
