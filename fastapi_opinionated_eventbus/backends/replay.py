@@ -6,6 +6,7 @@ from fastapi_opinionated.shared.logger import ns_logger
 
 from .._core.dead_letters import DeadLetter
 from .._core.results import EmitResult
+from .._text import loggable
 from .base import BackendPort
 
 __all__ = ["EVENT_LEVEL", "replay_letter"]
@@ -23,10 +24,13 @@ async def replay_letter(
     not decode, or its handler is not subscribed here), which is logged.
 
     A letter about the event as a whole (``handler == "*"``: max deliveries) runs all of
-    the event's handlers here; any other runs its one handler.
+    the event's handlers here; any other runs its one handler. A letter's reason and
+    handler are read from the broker, where anyone may have written them: they are logged
+    through ``loggable``.
     """
     if not replayable:
-        logger.warning(f"{where} not replayed: its event does not decode ({letter.reason})")
+        reason = loggable(letter.reason, 500)
+        logger.warning(f"{where} not replayed: its event does not decode ({reason})")
         return None
     if letter.handler == EVENT_LEVEL:
         result = await port.deliver(letter.event.with_attempt(1), broadcast=False)
@@ -36,5 +40,6 @@ async def replay_letter(
         return result
     replayed = await port.replay(letter)
     if replayed is None:
-        logger.warning(f"{where} not replayed: handler {letter.handler} is not subscribed here")
+        handler = loggable(letter.handler)
+        logger.warning(f"{where} not replayed: handler {handler} is not subscribed here")
     return replayed

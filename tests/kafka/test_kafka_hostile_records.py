@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 from aiokafka import AIOKafkaProducer
 from kafka_support import eventually
-from support import HOSTILE_IDENTITIES, assert_nothing_forged, hostile_body
+from support import FORGED, HOSTILE_IDENTITIES, assert_nothing_forged, hostile_body
 
 from fastapi_opinionated_eventbus import EventBus
 
@@ -66,4 +66,35 @@ async def test_hostile_records_are_dead_lettered_at_once_and_forge_no_log_line(
     # Listed sanitised: a letter's name and id came from outside.
     for letter in letters:
         assert letter.event.name.isprintable() and letter.event.id.isprintable()
+    assert_nothing_forged(caplog)
+
+
+async def test_forged_dead_letters_forge_no_log_line_when_replayed(
+    make_bus: Make, kafka_servers: str, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A letter written into the dead-letter topic by someone else: its reason and handler
+    headers reached the replay's log lines as they were."""
+    bus = make_bus()  # no handler: it joins no group, and replays nothing
+    caplog.set_level(logging.INFO)
+    await bus.start()
+    letter = [("eventbus-name", b"job"), ("dead-letter-handler", b"app:job\n" + FORGED.encode())]
+    raw = AIOKafkaProducer(bootstrap_servers=kafka_servers)
+    await raw.start()
+    try:
+        # One that does not decode (its reason is logged), one whose handler is not here.
+        reason = ("dead-letter-reason", b"bad\n" + FORGED.encode() + b" by a reason")
+        await raw.send_and_wait(
+            f"{topic}.dlq", b"{not json", headers=[*letter, ("eventbus-id", b"x-1"), reason]
+        )
+        await raw.send_and_wait(
+            f"{topic}.dlq", hostile_body(None), headers=[*letter, ("eventbus-id", b"x-2")]
+        )
+    finally:
+        await raw.stop()
+
+    result = await bus.replay_dead_letters()
+
+    assert result.handled == 0
+    assert len(await bus.dead_letters()) == 2  # kept, written again
+    assert sum("not replayed" in r.getMessage() for r in caplog.records) == 2
     assert_nothing_forged(caplog)
