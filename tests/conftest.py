@@ -13,6 +13,7 @@ from pathlib import Path
 
 import fastapi_opinionated.app  # noqa: F401 - import order matters, see above
 import pytest
+from kafka_broker import KafkaBroker, started_broker
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -20,12 +21,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from support import (
     EXAMPLE_APP,
     REPO_ROOT,
-    KafkaBroker,
     Postgres,
     RedisServer,
     no_redis,
     start_postgres,
-    started_broker,
     strip_ansi,
     write_app,
 )

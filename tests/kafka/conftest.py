@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka_broker import started_broker
 from kafka_support import FAST_GROUP, KafkaBroker, Worker, unique
-from support import started_broker
 
 from fastapi_opinionated_eventbus import EventBus
 

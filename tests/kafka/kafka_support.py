@@ -1,5 +1,5 @@
 """Helpers of the Kafka tests: unique names, polling, worker processes. The broker
-itself (``KafkaBroker``) is in tests/support.py, shared with the CLI and app tests."""
+itself (``KafkaBroker``) is in tests/kafka_broker.py, shared with the CLI and app tests."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from support import KafkaBroker, eventually, no_kafka, stop_process
+from kafka_broker import KafkaBroker, no_kafka
+from support import eventually, stop_process
 
 __all__ = ["KafkaBroker", "eventually", "no_kafka"]  # for the Kafka test modules
 

@@ -27,18 +27,17 @@ from ..._codec import Codec, known_types
 from ..._core.dead_letters import DeadLetter
 from ..._core.envelope import EventEnvelope
 from ..._core.errors import BackendUnavailable, ConfigurationError
-from ..._core.results import EmitResult, HandlerFailure
+from ..._core.results import EmitResult
 from ..._core.settings import BusSettings
 from ..backoff import keep_trying
 from ..base import BackendHealth, BackendPort, ServerInfo, StopReport, start_in_context
 from ..broker import encode_batch, not_started, register_handler_types
-from ..replay import replay_letter
 from . import wire
 from .admin import ensure_topics
 from .broadcast import BroadcastReader
 from .config import KafkaConfig, is_fatal
 from .consumer import GroupConsumer
-from .dead import DeadLetterTopic, StoredLetter
+from .dead import DeadLetterTopic
 from .publisher import Publisher
 
 if TYPE_CHECKING:
@@ -325,42 +324,9 @@ class KafkaBackend:
         return len(stored)
 
     async def replay_dead_letters(self) -> EmitResult:
-        """Run each dead letter's handler again in this process, oldest first.
-
-        A letter about the event as a whole (max deliveries) runs all of its handlers here.
-        Letters that failed again are written again as new letters; letters that cannot
-        run here (their event does not decode, or their handler is not subscribed in this
-        process) are written again as they are, and logged. Then the dead-letter group
-        commits past the letters read. Two processes replaying at once may both run a letter.
-        """
-        dead = self._letters()
-        stored_letters, positions = await dead.read()
-        replayed = 0
-        failures: list[HandlerFailure] = []
-        again: list[wire.Record] = []
-        for stored in stored_letters:
-            outcome = await self._replay(stored)
-            if outcome is None:
-                again.append(dead.kept(stored))
-                continue
-            replayed += 1
-            if outcome.failures:
-                again += dead.for_failures(
-                    stored.record,
-                    stored.letter.event,
-                    outcome.failures,
-                    "handler failed again on replay",
-                )
-                failures.extend(outcome.failures)
-        await dead.add(again)  # before the commit: a letter may be doubled, never lost
-        await dead.commit(positions)
-        return EmitResult(None, replayed, tuple(failures))
-
-    async def _replay(self, stored: StoredLetter) -> EmitResult | None:
-        where = f"dead letter {stored.where} of {stored.letter.event.name!r}"
-        return await replay_letter(
-            self._port, stored.letter, where=where, replayable=stored.replayable
-        )
+        """Run each dead letter's handler again in this process, oldest first (see
+        :meth:`DeadLetterTopic.replay`)."""
+        return await self._letters().replay(self._port)
 
     # ------------------------------------------------------------------ health
     async def _inspect(self) -> AIOKafkaConsumer:

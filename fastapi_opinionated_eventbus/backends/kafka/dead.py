@@ -27,10 +27,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from ..._codec import Codec, MalformedEntry
 from ..._core.dead_letters import DeadLetter
 from ..._core.envelope import EventEnvelope
-from ..._core.results import HandlerFailure
+from ..._core.results import EmitResult, HandlerFailure
 from ..._text import as_text, loggable
 from ..backoff import Backoff
-from ..replay import EVENT_LEVEL
+from ..base import BackendPort
+from ..replay import EVENT_LEVEL, replay_letter
 from . import wire
 from .config import KafkaConfig, is_transient
 
@@ -156,6 +157,41 @@ class DeadLetterTopic:
                 if giving_up() or not is_transient(exc):
                     raise
                 await backoff.sleep()
+
+    # ------------------------------------------------------------------ replaying
+    async def replay(self, port: BackendPort) -> EmitResult:
+        """Run each letter's handler again through ``port`` (this process), oldest first.
+
+        A letter about the event as a whole (max deliveries) runs all of its handlers here.
+        Letters that failed again are written again as new letters; letters that cannot
+        run here (their event does not decode, or their handler is not subscribed in this
+        process) are written again as they are, and logged. Then the dead-letter group
+        commits past the letters read. Two processes replaying at once may both run a letter.
+        """
+        stored_letters, positions = await self.read()
+        replayed = 0
+        failures: list[HandlerFailure] = []
+        again: list[wire.Record] = []
+        for stored in stored_letters:
+            where = f"dead letter {stored.where} of {stored.letter.event.name!r}"
+            outcome = await replay_letter(
+                port, stored.letter, where=where, replayable=stored.replayable
+            )
+            if outcome is None:
+                again.append(self.kept(stored))
+                continue
+            replayed += 1
+            if outcome.failures:
+                again += self.for_failures(
+                    stored.record,
+                    stored.letter.event,
+                    outcome.failures,
+                    "handler failed again on replay",
+                )
+                failures.extend(outcome.failures)
+        await self.add(again)  # before the commit: a letter may be doubled, never lost
+        await self.commit(positions)
+        return EmitResult(None, replayed, tuple(failures))
 
     # ------------------------------------------------------------------ reading
     async def _consumer(self) -> AIOKafkaConsumer:
