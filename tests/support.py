@@ -174,15 +174,19 @@ class RedisServer:
         )
 
 
-def no_redis(reason: str) -> None:
-    """Skip a test that needs Redis, loudly; on CI (``CI`` set) fail instead."""
-    message = (
-        f"REDIS TESTS NOT RUN: {reason}. Install redis-server (apt-get install -y "
-        "redis-server) or set EVENTBUS_TEST_REDIS_URL=redis://host:port/db."
-    )
+def service_missing(message: str) -> None:
+    """Skip a test whose service is not there, loudly; on CI (``CI`` set) fail instead."""
     if os.environ.get("CI"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+def no_redis(reason: str) -> None:
+    """Skip a test that needs Redis, loudly; on CI (``CI`` set) fail instead."""
+    service_missing(
+        f"REDIS TESTS NOT RUN: {reason}. Install redis-server (apt-get install -y "
+        "redis-server) or set EVENTBUS_TEST_REDIS_URL=redis://host:port/db."
+    )
 
 
 @dataclass(frozen=True)
@@ -196,13 +200,10 @@ class Postgres:
 
 def no_postgres(reason: str) -> None:
     """Skip a test that needs PostgreSQL, loudly; on CI (``CI`` set) fail instead."""
-    message = (
+    service_missing(
         f"POSTGRESQL TESTS NOT RUN: {reason}. Install PostgreSQL (apt-get install -y "
         "postgresql) or set EVENTBUS_TEST_POSTGRES_URL=postgresql://user:pw@host:port/db."
     )
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 def start_postgres() -> PostgresServer:
