@@ -18,7 +18,7 @@ has no single payload and is refused.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
@@ -122,13 +122,14 @@ def _fastapi_events_json(envelope: EventEnvelope) -> str:
 
 
 def decode_event(
-    text: str | bytes,
+    text: str | bytes | Mapping[str, Any],
     *,
     schema_for: Callable[[str], type[BaseModel] | None] | None = None,
     types: TypeRegistry = known_types,
 ) -> EventEnvelope:
-    """The event of one ``eventbus``-format JSON object, as the consuming service reads
-    it: tagged values (dates, UUIDs, models...) rebuilt as the Redis backend does.
+    """The event of one ``eventbus``-format JSON object (its text, or the object already
+    parsed, e.g. an item of a webhook's array), as the consuming service reads it: tagged
+    values (dates, UUIDs, models...) rebuilt as the Redis backend does.
 
     ``schema_for(name)`` gives a typed event's model (validated from its JSON); models
     and enums named in the event are rebuilt only when registered in ``types``
@@ -136,10 +137,13 @@ def decode_event(
 
     :raises ValueError: (``MalformedEntry``) text that is not such an event.
     """
-    try:
-        document = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise MalformedEntry(f"not JSON: {type(exc).__name__}") from None
+    if isinstance(text, Mapping):
+        document: Any = text
+    else:
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise MalformedEntry(f"not JSON: {type(exc).__name__}") from None
     if not isinstance(document, dict) or document.get("v") != WIRE_VERSION:
         raise MalformedEntry("not an event in the eventbus wire format (version 1)")
     try:
