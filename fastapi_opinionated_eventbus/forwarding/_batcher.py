@@ -184,10 +184,9 @@ class Batcher:
             if isinstance(exc, TimeoutError) and scope.expired():
                 problem = f"its batch was not accepted within send_timeout={self.send_timeout}s"
             else:
-                problem = (
-                    f"its batch of {count} event(s) failed: {type(exc).__name__}: "
-                    f"{loggable(str(exc), 500)}"
-                )
+                # A built-in forwarder's own ForwardingFailed already says who and what.
+                kind = "" if isinstance(exc, ForwardingFailed) else f"{type(exc).__name__}: "
+                problem = f"its batch of {count} event(s) failed: {kind}{loggable(str(exc), 500)}"
             for item in items:
                 _settle(item, self._failure(item, problem, cause=exc))
             self._count(count, count)
