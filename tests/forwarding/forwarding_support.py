@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -119,6 +119,14 @@ async def receive(client: Any, queue_url: str, count: int, timeout: float = 20.0
     extra = await client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
     assert not extra.get("Messages"), "more messages than expected"
     return messages
+
+
+async def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Wait until ``condition()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
 
 
 # ====================================================================== webhooks

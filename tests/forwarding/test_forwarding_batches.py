@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from forwarding_support import RecordingForwarder
+from forwarding_support import RecordingForwarder, until
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from support import strip_ansi
 
@@ -43,8 +43,9 @@ def ids(events: Any) -> list[str]:
 async def test_events_go_in_batches_of_batch_size_then_the_rest_after_max_wait(
     bus: EventBus, forwarder: RecordingForwarder
 ) -> None:
-    bus.forward("order.*", forwarder, batch_size=5, max_wait=0.3, concurrency=1)
+    bus.forward("order.*", forwarder, batch_size=5, max_wait=1.0, concurrency=1)
     sent = [bus.emit_nowait("order.paid", n) for n in range(12)]
+    await until(lambda: len(forwarder.batches) == 2)
     await asyncio.sleep(0.1)
     assert [len(batch) for batch in forwarder.batches] == [5, 5]  # the last 2 wait
     assert await bus.drain(5) == 0
@@ -56,7 +57,7 @@ async def test_events_go_in_batches_of_batch_size_then_the_rest_after_max_wait(
 async def test_a_lone_event_waits_max_wait_and_an_awaited_emit_waits_for_its_batch(
     bus: EventBus, forwarder: RecordingForwarder
 ) -> None:
-    bus.forward("order.paid", forwarder, max_wait=0.5)
+    bus.forward("order.paid", forwarder, max_wait=1.0)
     emitting = asyncio.create_task(bus.emit("order.paid", {"id": 1}))
     await asyncio.sleep(0.2)
     assert forwarder.calls == 0 and not emitting.done()
@@ -71,8 +72,9 @@ async def test_an_event_is_handled_only_once_its_batch_was_accepted(
     forwarder.block = asyncio.Event()
     bus.forward("order.paid", forwarder, max_wait=0)
     emitting = asyncio.create_task(bus.emit("order.paid", 1))
-    await asyncio.sleep(0.1)
-    assert forwarder.calls == 1 and not emitting.done()  # sent, not yet accepted
+    await until(lambda: forwarder.calls == 1)
+    await asyncio.sleep(0.05)
+    assert not emitting.done()  # sent, not yet accepted
     forwarder.block.set()
     assert (await asyncio.wait_for(emitting, 5)).ok
 
@@ -152,6 +154,7 @@ async def test_concurrency_bounds_the_batches_in_flight(
     bus.forward("order.*", forwarder, batch_size=1, max_wait=0, concurrency=2)
     for n in range(5):
         bus.emit_nowait("order.paid", n)
+    await until(lambda: forwarder.calls == 2)
     await asyncio.sleep(0.1)
     assert forwarder.calls == 2
     forwarder.block.set()
@@ -169,6 +172,7 @@ async def test_an_ordered_forwarder_sends_one_batch_at_a_time(
     assert Forward("order.*", RecordingForwarder()).batches_in_flight == 4
     for n in range(3):
         bus.emit_nowait("order.paid", n)
+    await until(lambda: forwarder.calls == 1)
     await asyncio.sleep(0.1)
     assert forwarder.calls == 1
     forwarder.block.set()

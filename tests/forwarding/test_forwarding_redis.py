@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from forwarding_support import RecordingForwarder
+from forwarding_support import RecordingForwarder, until
 
 from fastapi_opinionated_eventbus import EventBus, RetryPolicy
 
@@ -45,13 +45,6 @@ async def make_bus(redis_url: str) -> AsyncIterator[Make]:
             await client.delete(*keys)
     finally:
         await client.aclose()
-
-
-async def until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_the_consuming_process_forwards_each_event_once(make_bus: Make) -> None:

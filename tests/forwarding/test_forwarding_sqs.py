@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -18,6 +16,7 @@ from forwarding_support import (
     new_queue,
     receive,
     sqs_client,
+    until,
 )
 from support import strip_ansi
 
@@ -141,13 +140,6 @@ async def test_an_oversized_message_fails_alone(moto_server: str, sqs: Any, queu
     assert sorted(decode_event(m["Body"]).id for m in received) == sorted(e.id for e in small)
 
 
-async def wait_for(condition: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 async def test_a_batch_is_retried_after_the_endpoint_comes_back(
     private_moto: MotoServer,
 ) -> None:
@@ -161,7 +153,7 @@ async def test_a_batch_is_retried_after_the_endpoint_comes_back(
         await bus.start()
         private_moto.stop()
         sent = bus.emit_nowait("order.paid", {"id": 1})
-        await wait_for(lambda: counters.counts["retried"] >= 2)
+        await until(lambda: counters.counts["retried"] >= 2)
         private_moto.start()  # same port, empty: the queue is created again
         assert (await client.create_queue(QueueName=name))["QueueUrl"] == queue_url
         assert await bus.drain(30) == 0
