@@ -13,7 +13,7 @@ from forwarding_support import RecordingForwarder, until
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from support import strip_ansi
 
-from fastapi_opinionated_eventbus import EventBus, RetryPolicy
+from fastapi_opinionated_eventbus import EventBus, RetryPolicy, TypedEvent
 from fastapi_opinionated_eventbus.forwarding import Forward, ForwardingFailed
 from fastapi_opinionated_eventbus.metrics import CountingCollector
 
@@ -298,3 +298,17 @@ async def test_metrics_and_tracing_see_each_attempt_of_a_forward_subscription(
         ("forward:Recording", 2),
     ]
     assert [a["eventbus.outcome"] for a in handled] == ["error", "ok"]
+
+
+async def test_a_typed_event_class_subscribes_by_its_name_and_validates_payloads(
+    bus: EventBus, forwarder: RecordingForwarder
+) -> None:
+    class OrderPaid(TypedEvent):
+        __event_name__ = "order.paid"
+        order_id: int
+
+    sub = bus.forward(OrderPaid, forwarder, max_wait=0)
+    assert sub.event == "order.paid"
+    assert (await bus.emit("order.paid", {"order_id": "7"})).ok
+    (event,) = forwarder.events
+    assert event.args == (OrderPaid(order_id=7),)
