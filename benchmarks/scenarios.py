@@ -46,7 +46,7 @@ class Scenario:
     title: str
     short: str  # for the chart
     unit: str
-    kind: str  # "timed" | "paired" | "memory" | "redis" | "outbox"
+    kind: str  # "timed" | "paired" | "memory" | "redis" | "outbox" | "forwarding"
     entries: tuple[Entry, ...] = ()
     floor: str | None = None  # system whose figure is the floor ratio's denominator
     enabled: bool = True
@@ -199,6 +199,21 @@ SCENARIOS: list[Scenario] = [
         "outbox",
         (Entry("ours", "outbox"),),
     ),
+    # Forwarding to SQS (moto's server) against a bare aiobotocore loop, one run gives every
+    # row: benchmarks.forwarding_bench.
+    Scenario(
+        "13",
+        "forwarding to SQS (moto's server): emit_nowait N events, all accepted",
+        "SQS forwarding",
+        "µs/event",
+        "forwarding",
+        (
+            Entry("aiobotocore", "forwarding"),
+            Entry("ours", "forwarding"),
+            Entry("ours-concurrency-1", "forwarding"),
+        ),
+        floor="aiobotocore",
+    ),
 ]
 
 
@@ -321,7 +336,7 @@ def select(ids: list[str] | None, systems: list[str] | None) -> list[Scenario]:
         return chosen
     out = []
     for s in chosen:
-        if s.kind in ("redis", "user-call", "outbox"):  # one run measures all its rows
+        if s.kind in ("redis", "user-call", "outbox", "forwarding"):  # one run: all its rows
             entries = s.entries if "ours" in systems else ()
         else:
             entries = tuple(e for e in s.entries if e.system in systems)
@@ -358,6 +373,16 @@ def run_outbox(scenarios: list[Scenario], settings: Settings) -> list[Result]:
     return [Result(**row) for row in outbox_scenario.measure(ids, settings)] if ids else []
 
 
+def run_forwarding(scenario: Scenario, settings: Settings) -> list[Result]:
+    """Scenario 13: one forwarding_bench run gives every row."""
+    from benchmarks import forwarding_bench
+
+    systems = [e.system for e in scenario.entries]
+    if "ours" not in systems:
+        return []
+    return [Result(scenario.id, **row) for row in forwarding_bench.measure(systems, settings)]
+
+
 def run_all(
     scenarios: list[Scenario],
     settings: Settings,
@@ -370,9 +395,11 @@ def run_all(
     for scenario in scenarios:
         if not scenario.enabled or (scenario.kind == "outbox" and outbox_done):
             continue
-        if scenario.kind in ("redis", "user-call", "outbox"):
+        if scenario.kind in ("redis", "user-call", "outbox", "forwarding"):
             start = time.perf_counter()
-            if scenario.kind == "outbox":
+            if scenario.kind == "forwarding":
+                rows = run_forwarding(scenario, settings)
+            elif scenario.kind == "outbox":
                 outbox_done = True
                 rows = run_outbox(scenarios, settings)
             elif scenario.kind == "user-call":

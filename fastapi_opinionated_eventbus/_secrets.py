@@ -1,14 +1,17 @@
-"""Redis URLs without their secrets: every log line and error message goes through here.
+"""Secrets kept out of log lines and error messages: every one goes through here.
 
 A Redis URL may carry a password in its user info (``redis://user:pw@host``) or in its
 query string (``?password=pw``, which redis-py honours). :func:`mask_url` replaces both
 with ``***``; :func:`scrub` removes the password from any other text (an exception message
 that happens to echo it), so nothing that the backend logs or raises can leak it.
+:func:`redact` does the same for other secrets (a forwarder's AWS keys, a webhook's HMAC
+secret).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import NamedTuple
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -17,6 +20,7 @@ __all__ = [
     "PublicLocation",
     "mask_url",
     "public_location",
+    "redact",
     "scrub",
     "secrets_of",
     "url_problem",
@@ -96,7 +100,13 @@ def secrets_of(url: str) -> tuple[str, ...]:
 
 def scrub(text: str, url: str) -> str:
     """``text`` with every secret of ``url`` replaced by ``***``."""
-    for secret in secrets_of(url):
+    return redact(text, secrets_of(url))
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each of ``secrets`` (longest first; none under 3 characters, which
+    would mask half of every message) replaced by ``***``."""
+    for secret in sorted((s for s in set(secrets) if len(s) > 2), key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import copy_context
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Unpack, overload
 
 from fastapi_opinionated.shared.logger import ns_logger
 from pydantic import BaseModel
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
     from .._observability.tracing import EventTracer
     from ..backends.base import Backend
+    from ..forwarding import Forward, Forwarder, ForwardOptions
+    from ..forwarding._routes import Forwarding
     from ..outbox import AsyncOutbox, Outbox
     from ..outbox._service import OutboxService
     from .dead_letters import DeadLetter
@@ -131,6 +133,8 @@ class EventBus:
         self._observed = False
         self._update_observed()
         self._outbox = self._open_outbox() if s.outbox_url is not None else None
+        self._forwarding: Forwarding | None = None
+        self._forward_configured()
 
     # ================================================================ subscriptions
     def subscribe(
@@ -200,6 +204,45 @@ class EventBus:
     def schemas(self) -> dict[str, type[BaseModel]]:
         """The typed-event schema of each event name that has one."""
         return self._registry.schemas()
+
+    # ================================================================ forwarding
+    def forward(
+        self,
+        event: str | type[BaseModel],
+        forwarder: Forwarder,
+        **options: Unpack[ForwardOptions],
+    ) -> Subscription:
+        """Forward the events ``event`` (a name, pattern or typed event) matches to another
+        service through ``forwarder`` (see :mod:`fastapi_opinionated_eventbus.forwarding`):
+        a subscription whose handler returns once the forwarder accepted the event's batch.
+        """
+        from ..forwarding import Forward
+
+        return self.add_forward(Forward(event, forwarder, **options))
+
+    def add_forward(self, spec: Forward) -> Subscription:
+        """Subscribe a prepared :class:`~fastapi_opinionated_eventbus.forwarding.Forward`."""
+        from ..forwarding._routes import Forwarding, build_subscription
+
+        sub, schema, _ = build_subscription(spec, self._default_retry)
+        self.add(sub, schema)
+        if self._forwarding is None:
+            self._forwarding = Forwarding(self._on_lost)
+        self._forwarding.keep(sub)
+        return sub
+
+    def unforward(self, event: str | type[BaseModel], forwarder: Forwarder) -> bool:
+        """Stop forwarding ``event`` through ``forwarder``; False when it was not. Events
+        already waiting in a batch are still sent."""
+        if isinstance(event, type) and issubclass(event, BaseModel):
+            event = event_name_of(event)
+        subs = self._forwarding.subscriptions_of(forwarder) if self._forwarding else []
+        removed = [self._registry.remove(s.event, s.handler) for s in subs if s.event == event]
+        return any(removed)
+
+    def _forward_configured(self) -> None:
+        for spec in self.settings.forward:
+            self.add_forward(spec)
 
     # ================================================================ emitting
     def emit(
@@ -512,8 +555,10 @@ class EventBus:
     @property
     def lost_events(self) -> int:
         """Background events that never ran to their end: cancelled before they could,
-        refused after the response, not accepted by the broker (each logged)."""
-        return self._background.lost
+        refused after the response, not accepted by the broker, and forwarded events not
+        accepted by shutdown's end (each logged)."""
+        forwarding_lost = self._forwarding.lost if self._forwarding is not None else 0
+        return self._background.lost + forwarding_lost
 
     @property
     def abandoned_events(self) -> int:
@@ -580,6 +625,9 @@ class EventBus:
         # Take no new received events, then let the handlers running now finish: they may
         # still emit, and their events are drained below.
         await self._backend.pause()
+        if self._forwarding is not None:
+            # Batches leave now, not when full: the handlers waiting on them finish below.
+            self._forwarding.hurry()
         await self._backend.settle(remaining())
         left = await self.drain(remaining())
         interrupted = await self._background.cancel_all() if left else None
@@ -587,8 +635,13 @@ class EventBus:
         # The backend gets a moment even when the time is up: acknowledging what was
         # handled spares those events a second delivery.
         await self._backend.stop(max(remaining(), _STOP_FLOOR_SECONDS))
+        forwarding_lost = 0
+        if self._forwarding is not None:
+            # Whatever still waits (an awaited emit's event) gets the time left, then is
+            # reported lost by name and id.
+            forwarding_lost = await self._forwarding.close(remaining())
         if interrupted is None:
-            return 0
+            return forwarding_lost
         for what, events, log in (
             ("were cancelled and lost", interrupted.lost, logger.error),
             ("were abandoned, still running", interrupted.abandoned, logger.warning),
@@ -600,7 +653,7 @@ class EventBus:
                     f"{timeout}s and {what}: "
                     + ", ".join(e.describe() for e in sorted(events, key=_emitted_at))
                 )
-        return len(interrupted.lost)
+        return len(interrupted.lost) + forwarding_lost
 
     def close(self) -> None:
         """Clear every subscription and stop; later emits raise EventBusClosed."""
@@ -619,6 +672,7 @@ class EventBus:
         self._accepting = not self.settings.disabled
         self._background.state = Lifecycle.OPEN
         self._background.bind(None)  # the next lifespan may run on another loop
+        self._forward_configured()
 
     async def aclose(self, timeout: float | None = None) -> int:
         """:meth:`shutdown` then :meth:`close`; returns the number of events lost."""
@@ -669,6 +723,8 @@ class EventBus:
         report.update(await self._backend.health())
         if self._outbox is not None:
             report["outbox"] = await self._outbox.health()
+        if self._forwarding is not None:
+            report["forwarding"] = self._forwarding.health()
         return report
 
     # ================================================================ observation

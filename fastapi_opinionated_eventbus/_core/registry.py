@@ -50,6 +50,9 @@ class Subscription:
     retry: RetryPolicy | None = None
     timeout: float | None = None
     broadcast: bool = False
+    wrapped: bool = False
+    """Always run on the general path (``Dispatcher._invoke``), even when ``plain`` would
+    allow the cheapest one: a forwarder's batching relies on it."""
     is_async: bool = field(init=False)
     is_pattern: bool = field(init=False)
     name: str = field(init=False)
@@ -67,7 +70,13 @@ class Subscription:
         object.__setattr__(self, "is_pattern", is_pattern(self.event))
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "injection", injection)
-        plain = is_async and self.timeout is None and self.retry is None and injection is None
+        plain = (
+            is_async
+            and self.timeout is None
+            and self.retry is None
+            and injection is None
+            and not self.wrapped
+        )
         object.__setattr__(self, "plain", plain)
 
 
