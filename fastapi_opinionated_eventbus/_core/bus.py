@@ -124,16 +124,6 @@ class EventBus(Subscribing):
         self._forward_configured()
 
     # ================================================================ background
-    @property
-    def backend(self) -> Backend:
-        """The backend events are handed to."""
-        return self._backend
-
-    @property
-    def pending(self) -> int:
-        """Background events accepted and not yet finished."""
-        return self._background.pending
-
     async def drain(self, timeout: float | None = None) -> int:
         """Wait until every background event has finished, or ``timeout`` seconds passed.
 
