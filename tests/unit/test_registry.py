@@ -8,11 +8,13 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from fnmatch import fnmatchcase
 from typing import Any, ClassVar
 
 import pytest
 from pydantic import BaseModel
 
+from fastapi_opinionated_eventbus._core import registry as registry_module
 from fastapi_opinionated_eventbus._core.registry import (
     Plan,
     Registry,
@@ -300,6 +302,39 @@ def test_concurrent_resolution_never_lets_the_cache_outgrow_its_size() -> None:
 
     assert max(largest) <= size
     assert registry.cached_names == size
+
+
+@pytest.mark.parametrize("change", ["unsubscribe", "subscribe"])
+def test_a_plan_resolved_while_subscriptions_change_is_not_kept(
+    monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    # emit_nowait resolves plans in worker threads while the loop may (un)subscribe: a
+    # plan matched against the old subscriptions must not outlive the change.
+    registry = Registry()
+    exact = subscribe(registry, "user.created", async_handler)
+    pattern = subscribe(registry, "user.*", other_async_handler)
+    matching, changed = threading.Event(), threading.Event()
+
+    def pausing_fnmatchcase(name: str, pat: str) -> bool:
+        if threading.current_thread() is not threading.main_thread() and not matching.is_set():
+            matching.set()  # the exact subscriptions are read, the patterns being matched
+            assert changed.wait(5)
+        return fnmatchcase(name, pat)
+
+    monkeypatch.setattr(registry_module, "fnmatchcase", pausing_fnmatchcase)
+    with ThreadPoolExecutor(1) as pool:
+        resolving = pool.submit(registry.plan, "user.created")
+        assert matching.wait(5)
+        if change == "unsubscribe":
+            assert registry.remove("user.created", async_handler)
+            expected = [[pattern]]
+        else:
+            added = subscribe(registry, "user.created", sync_handler)
+            expected = [[exact, added, pattern]]
+        changed.set()
+        resolving.result(timeout=5)
+
+    assert handlers_of(registry.plan("user.created")) == expected
 
 
 # ---------------------------------------------------------------- Plan
