@@ -41,6 +41,30 @@ def test_loggable_escapes_what_could_break_a_log_line(raw: str, shown: str) -> N
     text.encode("utf-8")  # a log file can take it
 
 
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        # A right-to-left override makes a terminal show the rest of the line reversed.
+        ("invoice\u202efdp.exe", "invoice\\u202efdp.exe"),
+        ("zero\u200bwidth", "zero\\u200bwidth"),
+        ("\ufeffbom", "\\ufeffbom"),
+        ("tag\U000e0041", "tag\\U000e0041"),
+    ],
+    ids=["bidi override", "zero width space", "byte order mark", "tag character"],
+)
+def test_loggable_escapes_invisible_format_characters(raw: str, shown: str) -> None:
+    assert loggable(raw) == shown
+
+
+def test_loggable_output_is_printable_whatever_the_code_points() -> None:
+    # The planes with assigned characters, the tags, and samples of the private-use planes.
+    ranges = (range(0x30000), range(0xE0000, 0xE0200), range(0xF0000, 0xF0100))
+    every = "".join(chr(code) for codes in ranges for code in codes)
+    shown = loggable(every, limit=len(every) * 10)
+    assert shown.isprintable()
+    shown.encode("utf-8")
+
+
 def test_loggable_decodes_bytes_and_shows_the_undecodable_ones() -> None:
     assert loggable(b"caf\xc3\xa9") == "café"
     assert loggable(b"bad\xff\xfe\n") == "bad\\xff\\xfe\\x0a"
