@@ -159,9 +159,11 @@ async def test_events_run_in_submission_order_once_the_caller_yields(harness: Ha
 async def test_an_unbound_queue_binds_to_the_loop_that_submits_first() -> None:
     harness = Harness()
     harness.submit("first")
-    assert harness.queue._loop is asyncio.get_running_loop()
     assert await harness.queue.wait_idle(5) == 0
-    assert harness.started == ["first"]
+    # Bound now: another thread can hand events over to this loop.
+    assert submit_from_thread(harness, ["from.thread"]) == ["accepted"]
+    assert await harness.queue.wait_idle(5) == 0
+    assert harness.started == ["first", "from.thread"]
 
 
 def test_an_unbound_queue_without_a_running_loop_says_the_app_must_start() -> None:
