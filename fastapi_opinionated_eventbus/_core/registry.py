@@ -144,13 +144,16 @@ class Registry:
         self._inline = inline
         # Resolving runs on the loop and in threads (emit_nowait from sync code).
         self._resolving = threading.Lock()
+        self._generation = 0
+        """Bumped on every change of subscriptions or schemas: a plan resolved meanwhile
+        in another thread is out of date and must not be cached."""
 
     def add(self, sub: Subscription) -> None:
         if sub.is_pattern:
             self._patterns.append(sub)
         else:
             self._exact.setdefault(sub.event, []).append(sub)
-        self.cached.clear()
+        self._changed()
 
     def remove(self, event: str, handler: Callable[..., Any]) -> bool:
         """Remove ``handler``'s subscriptions to ``event``; False when there were none."""
@@ -167,12 +170,17 @@ class Registry:
             else:
                 self._exact.pop(event, None)
         if removed:
-            self.cached.clear()
+            self._changed()
         return removed
 
     def set_schema(self, event: str, schema: Any) -> None:
         self._schemas[event] = schema
-        self.cached.clear()
+        self._changed()
+
+    def _changed(self) -> None:
+        with self._resolving:
+            self._generation += 1
+            self.cached.clear()
 
     def schema_for(self, event: str) -> Any:
         return self._schemas.get(event)
@@ -187,6 +195,7 @@ class Registry:
         return plan
 
     def _resolve(self, event: str) -> Plan:
+        generation = self._generation  # before reading the subscriptions it resolves from
         # Names are fully checked here, once per distinct name: emit's hot path only checks
         # that it has a non-empty str, and a name that fails is never cached.
         check_event_name(event, what="event name to emit")
@@ -195,6 +204,10 @@ class Registry:
         plan = Plan(_group_by_priority(subs), self._schemas.get(event), inline=self._inline)
         cached = self.cached
         with self._resolving:
+            if generation != self._generation:
+                # Subscribed or unsubscribed in another thread meanwhile: this plan may
+                # be out of date, so it serves this one emit and is not kept.
+                return plan
             while len(cached) >= self._cache_size:
                 # Evict the oldest entry: an app emitting unbounded distinct names keeps a
                 # bounded cache and only loses speed on names it has not seen recently.
@@ -212,7 +225,7 @@ class Registry:
         self._exact.clear()
         self._patterns.clear()
         self._schemas.clear()
-        self.cached.clear()
+        self._changed()
 
     @property
     def cached_names(self) -> int:
