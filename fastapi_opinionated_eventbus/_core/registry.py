@@ -29,6 +29,8 @@ def _is_async_callable(handler: Callable[..., Any]) -> bool:
     # unwrap(): an async function behind a functools.wraps decorator returns a coroutine.
     if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(inspect.unwrap(handler)):
         return True
+    if isinstance(handler, type):
+        return False  # calling a class builds an instance: nothing to await
     call = getattr(handler, "__call__", None)  # noqa: B004 - an object with async __call__
     return call is not None and inspect.iscoroutinefunction(call)
 
@@ -239,6 +241,13 @@ def check_event_name(event: object, *, what: str = "event name") -> str:
     if not event or event.strip() != event:
         raise ValueError(
             f"The {what} must be a non-empty string without surrounding spaces, got {event!r}"
+        )
+    if not event.isprintable():
+        # Control characters and lone surrogates: refused here for every backend, rather
+        # than by a broker's encoder or a consumer's identity check, or in a log line.
+        raise ValueError(
+            f"The {what} must be printable text, without control characters or lone "
+            f"surrogates, got {event!r}"
         )
     return event
 
