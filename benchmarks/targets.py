@@ -339,6 +339,21 @@ def injected(results: list[Result], cpus: int) -> Target:
     return _judge(t, ratio >= 3, f"{ratio / 3:.1f}x beyond" if ratio >= 3 else f"{ratio:.1f}x")
 
 
+def forwarding(results: list[Result], cpus: int) -> Target:
+    t = Target("SQS forwarding (13)", "ours ≥ 80% of a bare aiobotocore SendMessageBatch loop")
+    ours, floor = _ok(results, "13", "ours"), _ok(results, "13", "aiobotocore")
+    if ours is None or floor is None:
+        t.measured = _missing(results, "13", "ours")
+        return t
+    ratio = ours.extra["ratio_to_floor"]
+    t.measured = (
+        f"ours {ours.extra['events_per_s']:,.0f} events/s = {ratio:.0%} of the loop's "
+        f"{floor.extra['events_per_s']:,.0f} (best of {ours.reps} rounds each)"
+    )
+    where = "above" if ratio >= 0.80 else "below"
+    return _judge(t, ratio >= 0.80, f"{abs(ratio - 0.80) * 100:.0f} points {where} 80%")
+
+
 TARGETS: tuple[Callable[[list[Result], int], Target], ...] = (
     one_handler,
     app_call,
@@ -353,6 +368,7 @@ TARGETS: tuple[Callable[[list[Result], int], Target], ...] = (
     outbox_latency,
     outbox_relays,
     injected,
+    forwarding,
 )
 
 

@@ -1,9 +1,11 @@
-"""Secrets kept out of every log line and error message.
+"""Secrets kept out of log lines and error messages: every one goes through here.
 
 A Redis URL may carry a password in its user info (``redis://user:pw@host``) or in its
 query string (``?password=pw``, which redis-py honours). :func:`mask_url` replaces both
 with ``***``; :func:`scrub` removes the password from any other text (an exception message
 that happens to echo it), so nothing that the backend logs or raises can leak it.
+:func:`redact` does the same for other secrets (a forwarder's AWS keys, a webhook's HMAC
+secret).
 
 Client settings given as a mapping (``kafka_security``) hold secrets under keys such as
 ``sasl_plain_password``: :func:`mask_mapping` shows such a mapping with those values
@@ -13,7 +15,7 @@ replaced, :func:`mapping_secrets` lists them and :func:`redact` removes them fro
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -98,10 +100,6 @@ def secrets_of(url: str) -> tuple[str, ...]:
     except ValueError:
         pass
     found |= {unquote(secret) for secret in found}
-    return _longest_first(found)
-
-
-def _longest_first(found: set[str]) -> tuple[str, ...]:
     # A secret of one or two characters would mask half of every message: such a
     # password is no secret anyway.
     return tuple(sorted((s for s in found if len(s) > 2), key=len, reverse=True))
@@ -112,10 +110,10 @@ def scrub(text: str, url: str) -> str:
     return redact(text, secrets_of(url))
 
 
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with each of ``secrets`` (longest first, see :func:`mapping_secrets`)
-    replaced by ``***``."""
-    for secret in secrets:
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each of ``secrets`` (longest first; none under 3 characters, which
+    would mask half of every message) replaced by ``***``."""
+    for secret in sorted((s for s in set(secrets) if len(s) > 2), key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
 
@@ -137,8 +135,8 @@ def mask_mapping(mapping: Mapping[Any, Any]) -> dict[str, Any]:
 
 
 def mapping_secrets(mapping: Mapping[Any, Any]) -> tuple[str, ...]:
-    """The secret values of ``mapping`` as text, longest first (for :func:`redact`)."""
-    return _longest_first({str(v) for k, v in mapping.items() if is_secret_key(k) and v})
+    """The secret values of ``mapping`` as text (for :func:`redact`)."""
+    return tuple({str(v) for k, v in mapping.items() if is_secret_key(k) and v})
 
 
 def url_problem(url: str) -> str | None:

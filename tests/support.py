@@ -189,8 +189,8 @@ class RedisServer:
         )
 
 
-def not_run(message: str) -> None:
-    """Skip a test whose service is missing, loudly; on CI (``CI`` set) fail instead."""
+def service_missing(message: str) -> None:
+    """Skip a test whose service is not there, loudly; on CI (``CI`` set) fail instead."""
     if os.environ.get("CI"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
@@ -198,7 +198,7 @@ def not_run(message: str) -> None:
 
 def no_redis(reason: str) -> None:
     """Skip a test that needs Redis, loudly; on CI (``CI`` set) fail instead."""
-    not_run(
+    service_missing(
         f"REDIS TESTS NOT RUN: {reason}. Install redis-server (apt-get install -y "
         "redis-server) or set EVENTBUS_TEST_REDIS_URL=redis://host:port/db."
     )
@@ -215,7 +215,7 @@ class Postgres:
 
 def no_postgres(reason: str) -> None:
     """Skip a test that needs PostgreSQL, loudly; on CI (``CI`` set) fail instead."""
-    not_run(
+    service_missing(
         f"POSTGRESQL TESTS NOT RUN: {reason}. Install PostgreSQL (apt-get install -y "
         "postgresql) or set EVENTBUS_TEST_POSTGRES_URL=postgresql://user:pw@host:port/db."
     )

@@ -12,7 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 from support import AppDir, Factory
 
-from fastapi_opinionated_eventbus import ConfigurationError, HandlerTimeout, eventbus_api
+from fastapi_opinionated_eventbus import (
+    ConfigurationError,
+    HandlerTimeout,
+    Subscription,
+    eventbus_api,
+)
 from fastapi_opinionated_eventbus.backends.redis.connection import make_client
 from fastapi_opinionated_eventbus.testing import started_bus
 
@@ -169,3 +174,32 @@ async def test_shutdown_accounting_is_exact_and_lost_means_lost() -> None:
     assert sorted(done_at_shutdown) == sorted([f"quick{n}" for n in range(5)] + ["swallowed"])
     assert "interrupted" not in completed
     assert {"thread", "stubborn"} <= set(completed)
+
+
+# ---------------------------------------------------------------- 9. names, every backend
+@pytest.mark.parametrize("name", ["user.\udc80", "user\tcreated", "user.\ncreated", "a\x1bb"])
+async def test_a_name_that_is_not_printable_text_is_refused_by_every_backend(name: str) -> None:
+    """A lone surrogate made Redis's emit raise UnicodeEncodeError; a control character
+    passed locally and was refused only by a consumer. The name is refused at the call."""
+    async with started_bus() as bus:
+        with pytest.raises(ValueError, match="printable text"):
+            await bus.emit(name)
+        with pytest.raises(ValueError, match="printable text"):
+            bus.emit_nowait(name)
+        with pytest.raises(ValueError, match="printable text"):
+            bus.subscribe(name, _noop)
+
+
+async def _noop() -> None:
+    pass
+
+
+def test_a_class_with_an_async_call_is_a_sync_handler() -> None:
+    """Calling the class builds an instance, not a coroutine: it was taken for async."""
+
+    class Job:
+        async def __call__(self) -> None:
+            pass
+
+    sub = Subscription("job", Job)
+    assert sub.is_async is False

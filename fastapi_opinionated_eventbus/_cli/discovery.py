@@ -22,7 +22,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from .._core.declarations import HANDLERS, PLUGIN_NAME
+from .._core.declarations import FORWARDS, HANDLERS, PLUGIN_NAME
 from .._core.enablement import (
     DOMAINS_DIR,
     ENABLE_COMMAND,
@@ -213,7 +213,9 @@ def discover_handlers(root: Path) -> list[HandlerInfo]:
         raise CliError(f"cannot import the app's modules: {describe_failure(exc, root)}") from None
     finally:
         PluginRegistry.metadata_scanning = False
-    entries = PluginRegistryStore.get(PLUGIN_NAME).get(HANDLERS, [])
+    store = PluginRegistryStore.get(PLUGIN_NAME)
+    # forward_events() declarations are subscriptions too (their handler forwards).
+    entries = [*store.get(HANDLERS, []), *store.get(FORWARDS, [])]
     return [_info(entry, root) for entry in entries]
 
 
@@ -240,7 +242,11 @@ def describe_failure(exc: BaseException, root: Path) -> str:
 
 def _info(entry: dict[str, Any], root: Path) -> HandlerInfo:
     sub = entry["subscription"]
-    file, line = source_location(sub.handler, root)
+    declared_at = entry.get("location")  # where forward_events() was called
+    if declared_at is None:
+        file, line = source_location(sub.handler, root)
+    else:
+        file, line = relative(declared_at[0], root), declared_at[1]
     schema = entry.get("schema")
     return HandlerInfo(
         event=sub.event,

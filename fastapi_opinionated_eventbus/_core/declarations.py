@@ -18,11 +18,20 @@ from .registry import Subscription
 if TYPE_CHECKING:
     from .bus import EventBus
 
-__all__ = ["PLUGIN_NAME", "attach", "declare_handler", "declare_schema", "detach"]
+__all__ = [
+    "FORWARDS",
+    "PLUGIN_NAME",
+    "attach",
+    "declare_forward",
+    "declare_handler",
+    "declare_schema",
+    "detach",
+]
 
 PLUGIN_NAME = "eventbus"
 HANDLERS = "handlers"
 SCHEMAS = "schemas"
+FORWARDS = "forwards"
 
 _live: EventBus | None = None
 # Store entries already given to the live bus: stored and live paths never double up.
@@ -45,10 +54,23 @@ def declare_schema(event: str, model: Any) -> None:
         _take(_live, entry)
 
 
+def declare_forward(entry: dict[str, Any]) -> None:
+    """A ``forward_events(...)`` declaration: ``event``, ``forward`` (the Forward spec),
+    ``subscription`` (how the CLI shows it; each bus subscribes its own), ``schema``.
+    No ``handler`` key: the core's ``list handlers`` reads functions' code there."""
+    PluginRegistryStore.add(PLUGIN_NAME, FORWARDS, entry)
+    if _live is not None:
+        _take(_live, entry)
+
+
 def _take(bus: EventBus, entry: dict[str, Any]) -> None:
     if id(entry) in _taken:
         return
     _taken.add(id(entry))
+    spec = entry.get("forward")
+    if spec is not None:
+        bus.add_forward(spec)
+        return
     sub = entry.get("subscription")
     if sub is None:
         bus.register_schema(entry["event"], entry["schema"])
@@ -66,7 +88,7 @@ def attach(bus: EventBus) -> int:
         detach()
         _live = bus
     store = PluginRegistryStore.get(PLUGIN_NAME)
-    entries = [*store.get(SCHEMAS, ()), *store.get(HANDLERS, ())]
+    entries = [*store.get(SCHEMAS, ()), *store.get(HANDLERS, ()), *store.get(FORWARDS, ())]
     for entry in entries:
         _take(bus, entry)
     return len(store.get(HANDLERS, ()))

@@ -11,7 +11,10 @@
     ├── HandlerTimeout (TimeoutError)   a handler outran its ``timeout`` (in failures)
     ├── ConfigurationError (ValueError) an unknown or invalid plugin option
     ├── EventSerializationError (TypeError)  an argument that cannot cross a process boundary
-    └── BackendUnavailable              the backend could not store an event in time
+    ├── BackendUnavailable              the backend could not store an event in time
+    ├── ForwardingFailed                a forwarder did not accept an event (in failures)
+    └── PartialBatchFailure             raised by a forwarder: some events of a batch were
+                                        not accepted (the others were)
 
 Handler failures are not wrapped: the handler's own exception is logged, kept on the
 :class:`~fastapi_opinionated_eventbus.EmitResult` and, in strict mode, raised in an
@@ -21,6 +24,7 @@ Handler failures are not wrapped: the handler's own exception is logged, kept on
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from .enablement import ENABLE_COMMAND
 
@@ -85,3 +89,19 @@ class BackendUnavailable(EventBusError, ConnectionError):
     def __init__(self, message: str, *, may_be_stored: bool = False) -> None:
         super().__init__(message)
         self.may_be_stored = may_be_stored
+
+
+class ForwardingFailed(EventBusError):
+    """A forwarder did not accept an event: its batch failed, was not accepted in time,
+    or the bus shut down first. Reported as the forward subscription's failure (retried,
+    then dead-lettered), never raised to the emitter unless ``strict``."""
+
+
+class PartialBatchFailure(EventBusError):
+    """Raised by a forwarder's ``send_many`` when only some events of the batch were
+    accepted: ``failed`` maps the id of each event that was not to the reason. The others
+    count as accepted and are not sent again."""
+
+    def __init__(self, failed: Mapping[str, str]) -> None:
+        self.failed: dict[str, str] = dict(failed)
+        super().__init__(f"{len(self.failed)} event(s) of the batch were not accepted")

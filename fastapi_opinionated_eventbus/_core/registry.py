@@ -29,6 +29,8 @@ def _is_async_callable(handler: Callable[..., Any]) -> bool:
     # unwrap(): an async function behind a functools.wraps decorator returns a coroutine.
     if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(inspect.unwrap(handler)):
         return True
+    if isinstance(handler, type):
+        return False  # calling a class builds an instance: nothing to await
     call = getattr(handler, "__call__", None)  # noqa: B004 - an object with async __call__
     return call is not None and inspect.iscoroutinefunction(call)
 
@@ -50,6 +52,9 @@ class Subscription:
     retry: RetryPolicy | None = None
     timeout: float | None = None
     broadcast: bool = False
+    wrapped: bool = False
+    """Always run on the general path (``Dispatcher._invoke``), even when ``plain`` would
+    allow the cheapest one: a forwarder's batching relies on it."""
     is_async: bool = field(init=False)
     is_pattern: bool = field(init=False)
     name: str = field(init=False)
@@ -67,7 +72,13 @@ class Subscription:
         object.__setattr__(self, "is_pattern", is_pattern(self.event))
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "injection", injection)
-        plain = is_async and self.timeout is None and self.retry is None and injection is None
+        plain = (
+            is_async
+            and self.timeout is None
+            and self.retry is None
+            and injection is None
+            and not self.wrapped
+        )
         object.__setattr__(self, "plain", plain)
 
 
@@ -135,13 +146,16 @@ class Registry:
         self._inline = inline
         # Resolving runs on the loop and in threads (emit_nowait from sync code).
         self._resolving = threading.Lock()
+        self._generation = 0
+        """Bumped on every change of subscriptions or schemas: a plan resolved meanwhile
+        in another thread is out of date and must not be cached."""
 
     def add(self, sub: Subscription) -> None:
         if sub.is_pattern:
             self._patterns.append(sub)
         else:
             self._exact.setdefault(sub.event, []).append(sub)
-        self.cached.clear()
+        self._changed()
 
     def remove(self, event: str, handler: Callable[..., Any]) -> bool:
         """Remove ``handler``'s subscriptions to ``event``; False when there were none."""
@@ -158,12 +172,17 @@ class Registry:
             else:
                 self._exact.pop(event, None)
         if removed:
-            self.cached.clear()
+            self._changed()
         return removed
 
     def set_schema(self, event: str, schema: Any) -> None:
         self._schemas[event] = schema
-        self.cached.clear()
+        self._changed()
+
+    def _changed(self) -> None:
+        with self._resolving:
+            self._generation += 1
+            self.cached.clear()
 
     def schema_for(self, event: str) -> Any:
         return self._schemas.get(event)
@@ -178,6 +197,7 @@ class Registry:
         return plan
 
     def _resolve(self, event: str) -> Plan:
+        generation = self._generation  # before reading the subscriptions it resolves from
         # Names are fully checked here, once per distinct name: emit's hot path only checks
         # that it has a non-empty str, and a name that fails is never cached.
         check_event_name(event, what="event name to emit")
@@ -186,6 +206,10 @@ class Registry:
         plan = Plan(_group_by_priority(subs), self._schemas.get(event), inline=self._inline)
         cached = self.cached
         with self._resolving:
+            if generation != self._generation:
+                # Subscribed or unsubscribed in another thread meanwhile: this plan may
+                # be out of date, so it serves this one emit and is not kept.
+                return plan
             while len(cached) >= self._cache_size:
                 # Evict the oldest entry: an app emitting unbounded distinct names keeps a
                 # bounded cache and only loses speed on names it has not seen recently.
@@ -203,7 +227,7 @@ class Registry:
         self._exact.clear()
         self._patterns.clear()
         self._schemas.clear()
-        self.cached.clear()
+        self._changed()
 
     @property
     def cached_names(self) -> int:
@@ -217,6 +241,13 @@ def check_event_name(event: object, *, what: str = "event name") -> str:
     if not event or event.strip() != event:
         raise ValueError(
             f"The {what} must be a non-empty string without surrounding spaces, got {event!r}"
+        )
+    if not event.isprintable():
+        # Control characters and lone surrogates: refused here for every backend, rather
+        # than by a broker's encoder or a consumer's identity check, or in a log line.
+        raise ValueError(
+            f"The {what} must be printable text, without control characters or lone "
+            f"surrogates, got {event!r}"
         )
     return event
 

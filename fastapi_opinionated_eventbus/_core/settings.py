@@ -119,6 +119,12 @@ class BusSettings(BaseSettings):
     outbox_create_table: bool = True
     """Create the outbox table (and its indexes) at startup when it is missing."""
 
+    # ---------------------------------------------------------------- forwarding
+    forward: Any = ()
+    """Forward events to other services: ``Forward(...)`` objects or ``(event, forwarder)``
+    pairs (see ``fastapi_opinionated_eventbus.forwarding``), subscribed when the bus is
+    built. Objects built in code: no environment variable."""
+
     # ---------------------------------------------------------------- observability
     metrics: Any = None
     """``"prometheus"`` or a collector instance (see observability); None: no metrics."""
@@ -235,6 +241,15 @@ class BusSettings(BaseSettings):
                 "or sqlite+aiosqlite:///./app.db"
             )
         return url
+
+    @field_validator("forward")
+    @classmethod
+    def _forwards(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, list | tuple) and not value):
+            return ()  # no forwarding: its package is not even imported
+        from ..forwarding._spec import as_forwards
+
+        return as_forwards(value)
 
     @field_validator("outbox_table")
     @classmethod

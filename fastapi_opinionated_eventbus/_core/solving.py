@@ -17,7 +17,7 @@ import functools
 import inspect
 import traceback
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,6 +29,7 @@ from .injection import ASYNC, ASYNC_GEN, SYNC, Dependency, Injection, analyse_de
 
 if TYPE_CHECKING:
     from .registry import Subscription
+    from .threads import WorkerThreads
 
 __all__ = ["Overrides", "Runner", "call_with_dependencies", "raised_by"]
 
@@ -45,11 +46,7 @@ class Runner(Protocol):
     """What a run needs from the dispatcher: its overrides and its worker threads."""
 
     dependency_overrides: Overrides
-
-    @property
-    def executor(self) -> ThreadPoolExecutor: ...
-
-    def _abandon(self, call: Future[Any]) -> None: ...
+    threads: WorkerThreads
 
 
 class _Run:
@@ -58,7 +55,7 @@ class _Run:
     __slots__ = ("abandoned", "cache", "event", "overrides", "stack", "threads")
 
     def __init__(
-        self, event: EventEnvelope, overrides: Mapping[Any, Any] | None, threads: Runner
+        self, event: EventEnvelope, overrides: Mapping[Any, Any] | None, threads: WorkerThreads
     ) -> None:
         self.event = event
         self.overrides = overrides
@@ -85,7 +82,7 @@ async def call_with_dependencies(sub: Subscription, event: EventEnvelope, runner
             f"parameter(s) of {sub.name}: injected parameters are never replaced by emitted "
             "values; rename the argument"
         )
-    run = _Run(event, runner.dependency_overrides(), runner)
+    run = _Run(event, runner.dependency_overrides(), runner.threads)
     try:
         if sub.timeout is None:
             await _attempt(sub, injection, run)
@@ -156,7 +153,7 @@ async def _call_in_thread(call: Callable[[], Any], run: _Run) -> None:
     try:
         result = await asyncio.wrap_future(future)
     except asyncio.CancelledError:
-        run.threads._abandon(future)  # counted in abandoned_threads until it returns
+        run.threads.abandon(future)  # counted in abandoned_threads until it returns
         run.abandoned = future
         raise
     if inspect.isawaitable(result):
