@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,8 +39,9 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from benchmarks.broker_common import CONCURRENCY, last_json, percentiles, shares
+
 ROOT = Path(__file__).resolve().parent.parent
-CONCURRENCY = 64
 BATCH = 64
 PAYLOAD = {"id": 12345, "name": "Jane Doe", "email": "jane@example.com", "plan": "pro"}
 EVENT = "user.created"
@@ -122,7 +122,6 @@ async def ours_producer(url: str, prefix: str, n: int, latency_samples: int) -> 
     await bus.start()
     await _wait_key(control, f"{prefix}:ready")
     loaded: list[float] = []
-    per_task = n // CONCURRENCY
 
     async def emitter(count: int) -> None:
         for _ in range(count):
@@ -131,8 +130,7 @@ async def ours_producer(url: str, prefix: str, n: int, latency_samples: int) -> 
             loaded.append(time.perf_counter() - started)
 
     t0 = time.time()
-    counts = [per_task + (1 if i < n % CONCURRENCY else 0) for i in range(CONCURRENCY)]
-    await asyncio.gather(*(emitter(c) for c in counts))
+    await asyncio.gather(*(emitter(c) for c in shares(n)))
     published = time.time()
     done = float(await _wait_key(control, f"{prefix}:done", timeout=_timeout(n)))
     # Then latency without load: one emit at a time, an event name nobody handles.
@@ -149,8 +147,8 @@ async def ours_producer(url: str, prefix: str, n: int, latency_samples: int) -> 
                 "t0": t0,
                 "published": published,
                 "done": done,
-                "sequential": _percentiles(sequential),
-                "loaded": _percentiles(loaded),
+                "sequential": percentiles(sequential),
+                "loaded": percentiles(loaded),
             }
         )
     )
@@ -206,22 +204,11 @@ async def floor_producer(url: str, prefix: str, n: int, pipelined: bool) -> None
             for _ in range(count):
                 await client.xadd(stream, fields, maxlen=1_000_000, approximate=True)
 
-        counts = [n // CONCURRENCY + (1 if i < n % CONCURRENCY else 0) for i in range(CONCURRENCY)]
-        await asyncio.gather(*(emitter(c) for c in counts))
+        await asyncio.gather(*(emitter(c) for c in shares(n)))
     published = time.time()
     done = float(await _wait_key(client, f"{prefix}:done", timeout=_timeout(n)))
     await client.aclose()
     print(json.dumps({"t0": t0, "published": published, "done": done}))
-
-
-def _percentiles(samples: list[float]) -> dict[str, float]:
-    if not samples:
-        return {"p50_us": 0.0, "p99_us": 0.0}
-    ordered = sorted(samples)
-    return {
-        "p50_us": statistics.median(ordered) * 1e6,
-        "p99_us": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e6,
-    }
 
 
 # ====================================================================== orchestration
@@ -247,14 +234,6 @@ def _read(file: Any) -> str:
     return str(file.read().decode("utf-8", "replace"))
 
 
-def _last_json(out: str) -> dict[str, Any] | None:
-    lines = out.strip().splitlines()
-    try:
-        return dict(json.loads(lines[-1])) if lines else None
-    except ValueError:
-        return None
-
-
 def _pair(url: str, consumer: str, producer: str, n: int, *extra: str) -> dict[str, Any]:
     prefix = f"bench-{uuid.uuid4().hex[:10]}"
     limit = _timeout(n) + 60
@@ -268,14 +247,14 @@ def _pair(url: str, consumer: str, producer: str, n: int, *extra: str) -> dict[s
             procs[1].wait(timeout=limit)
             procs[0].wait(timeout=limit)
             (consumer_out, consumer_err, out, err) = (_read(f) for f in files)
-            report = _last_json(consumer_out)
+            report = last_json(consumer_out)
             if report is not None and (report["handled"] != n or report["pending"]):
                 raise VerificationFailed(
                     f"{consumer}: {report['handled']} of {n} events handled, "
                     f"{report['pending']} left pending"
                 )
             failed = procs[1].returncode != 0 or procs[0].returncode != 0 or report is None
-            figures = _last_json(out)
+            figures = last_json(out)
             if failed or figures is None:
                 raise RuntimeError(
                     f"{producer}/{consumer} failed:\n{err[-3000:]}\n{consumer_err[-3000:]}"

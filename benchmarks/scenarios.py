@@ -46,7 +46,7 @@ class Scenario:
     title: str
     short: str  # for the chart
     unit: str
-    kind: str  # "timed" | "paired" | "memory" | "redis" | "outbox" | "forwarding"
+    kind: str  # "timed" | "paired" | "memory" | "redis" | "outbox" | "forwarding" | "kafka"
     entries: tuple[Entry, ...] = ()
     floor: str | None = None  # system whose figure is the floor ratio's denominator
     enabled: bool = True
@@ -214,6 +214,17 @@ SCENARIOS: list[Scenario] = [
         ),
         floor="aiobotocore",
     ),
+    # Kafka backend end to end, on a private tansu broker (benchmarks.kafka_scenario,
+    # measured by benchmarks.kafka_bench); all rows come from one run of it.
+    Scenario(
+        "14",
+        "Kafka end to end: emit in one process, handled in another",
+        "Kafka end to end",
+        "µs/event",
+        "kafka",
+        (Entry("aiokafka", "kafka"), Entry("aiokafka-batched", "kafka"), Entry("ours", "kafka")),
+        floor="aiokafka",
+    ),
 ]
 
 
@@ -336,7 +347,7 @@ def select(ids: list[str] | None, systems: list[str] | None) -> list[Scenario]:
         return chosen
     out = []
     for s in chosen:
-        if s.kind in ("redis", "user-call", "outbox", "forwarding"):  # one run: all its rows
+        if s.kind in ("redis", "user-call", "outbox", "forwarding", "kafka"):  # one run: all
             entries = s.entries if "ours" in systems else ()
         else:
             entries = tuple(e for e in s.entries if e.system in systems)
@@ -383,6 +394,17 @@ def run_forwarding(scenario: Scenario, settings: Settings) -> list[Result]:
     return [Result(scenario.id, **row) for row in forwarding_bench.measure(systems, settings)]
 
 
+def run_kafka(scenario: Scenario, settings: Settings, skip: str | None) -> list[Result]:
+    """Scenario 14: one kafka_bench run gives every row (floors and ours measured together)."""
+    from benchmarks import kafka_scenario
+
+    systems = [e.system for e in scenario.entries]
+    if "ours" not in systems:
+        return []
+    rows = kafka_scenario.measure(systems, settings, skip)
+    return [Result(scenario.id, **row) for row in rows]
+
+
 def run_all(
     scenarios: list[Scenario],
     settings: Settings,
@@ -395,13 +417,15 @@ def run_all(
     for scenario in scenarios:
         if not scenario.enabled or (scenario.kind == "outbox" and outbox_done):
             continue
-        if scenario.kind in ("redis", "user-call", "outbox", "forwarding"):
+        if scenario.kind in ("redis", "user-call", "outbox", "forwarding", "kafka"):
             start = time.perf_counter()
             if scenario.kind == "forwarding":
                 rows = run_forwarding(scenario, settings)
             elif scenario.kind == "outbox":
                 outbox_done = True
                 rows = run_outbox(scenarios, settings)
+            elif scenario.kind == "kafka":
+                rows = run_kafka(scenario, settings, None)
             elif scenario.kind == "user-call":
                 rows = run_user_call(scenario, settings)
             else:

@@ -1,7 +1,7 @@
 """Check the example's activity: was every event handled exactly once by each handler?
 
     curl -s localhost:8000/users/activity | python check_activity.py -   # one process
-    python check_activity.py /tmp/activity.jsonl     # the log several workers share (Redis)
+    python check_activity.py /tmp/activity.jsonl     # the log several workers share (Redis, Kafka)
 
 Each record names the event it handled (``event_id``), so this checks by id, not by
 counting lines: an event handled twice by one handler, or missing one of its handlers,

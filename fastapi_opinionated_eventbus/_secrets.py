@@ -6,18 +6,25 @@ with ``***``; :func:`scrub` removes the password from any other text (an excepti
 that happens to echo it), so nothing that the backend logs or raises can leak it.
 :func:`redact` does the same for other secrets (a forwarder's AWS keys, a webhook's HMAC
 secret).
+
+Client settings given as a mapping (``kafka_security``) hold secrets under keys such as
+``sasl_plain_password``: :func:`mask_mapping` shows such a mapping with those values
+replaced, :func:`mapping_secrets` lists them and :func:`redact` removes them from text.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 __all__ = [
     "MASK",
     "PublicLocation",
+    "is_secret_key",
+    "mapping_secrets",
+    "mask_mapping",
     "mask_url",
     "public_location",
     "redact",
@@ -109,6 +116,27 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in sorted((s for s in set(secrets) if len(s) > 2), key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
+
+
+# A key naming one of these holds a secret: sasl_plain_password, ssl_password,
+# sasl_oauth_token_provider, ssl_keyfile, client_secret, api_key, ...
+_SECRET_KEY_PARTS = ("password", "secret", "token", "key")
+
+
+def is_secret_key(key: object) -> bool:
+    """Whether a settings key names a secret (it contains password, secret, token, key)."""
+    name = str(key).lower()
+    return any(part in name for part in _SECRET_KEY_PARTS)
+
+
+def mask_mapping(mapping: Mapping[Any, Any]) -> dict[str, Any]:
+    """``mapping`` with the value of every secret key replaced by ``***``."""
+    return {str(k): MASK if is_secret_key(k) else v for k, v in mapping.items()}
+
+
+def mapping_secrets(mapping: Mapping[Any, Any]) -> tuple[str, ...]:
+    """The secret values of ``mapping`` as text (for :func:`redact`)."""
+    return tuple({str(v) for k, v in mapping.items() if is_secret_key(k) and v})
 
 
 def url_problem(url: str) -> str | None:

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 SCHEMA = Path(__file__).parent / "catalog" / "asyncapi" / "asyncapi-3.0.0.schema.json"
 
@@ -167,3 +170,43 @@ def _resolve(document: dict[str, Any], ref: str) -> Any:
             return None
         node = node[part]
     return node
+
+
+def served_with_a_broker(
+    app: FastAPI, correlation_id: str, *, timeout: float = 15.0
+) -> dict[str, Any]:
+    """With a broker backend: the app's served AsyncAPI document (checked valid). A route
+    emits payment.processed and the HOSTILE event under ``correlation_id``; once the
+    consuming side has handled the first twice (its handler and the broadcast one) and
+    dead-lettered the second, the JSON view must report that failure with the event id and
+    correlation id it travelled with."""
+    from fastapi_opinionated_eventbus import eventbus_api
+
+    @app.post("/emit")
+    async def emit() -> dict[str, Any]:
+        await eventbus_api().emit("payment.processed", "p_1", 9.5)
+        result = await eventbus_api().emit(HOSTILE, {"card": "4111"})
+        return {"event_id": result.event_id}
+
+    with TestClient(app) as client:
+        document = client.get("/asyncapi.json").json()
+        sent = client.post("/emit", headers={"X-Correlation-ID": correlation_id}).json()
+        deadline = time.monotonic() + timeout
+        while True:
+            report = client.get("/_eventbus").json()
+            events = report["counters"]["events"]
+            if (
+                events.get(HOSTILE, {}).get("dead_lettered")
+                and events.get("payment.processed", {}).get("handled") == 2
+            ):
+                break
+            assert time.monotonic() < deadline, report["counters"]
+            time.sleep(0.05)  # polling interval, not synchronisation
+    validate_asyncapi(document)
+    # Emitted here, and handled here too (this process is also the group's consumer).
+    assert events["payment.processed"]["emitted"] == 1
+    [failure] = report["recent_failures"]
+    assert (failure["event"], failure["event_id"]) == (HOSTILE, sent["event_id"])
+    assert failure["correlation_id"] == correlation_id  # carried through the broker
+    assert failure["exception_type"] == "RuntimeError"
+    return document

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import fastapi_opinionated.app  # noqa: F401 - import order matters, see above
 import pytest
+from kafka_broker import KafkaBroker, started_broker
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -69,6 +70,21 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """One tansu broker for the whole session (tests that stop theirs start their own)."""
+    broker = started_broker(tmp_path_factory.mktemp("kafka-session") / "tansu.log")
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def kafka_servers(kafka_broker: KafkaBroker) -> str:
+    return kafka_broker.servers
 
 
 def _postgres_of(url: str) -> Postgres:

@@ -6,7 +6,10 @@ modules named ``conftest`` cannot both be imported by name.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import importlib.resources
+import json
 import os
 import re
 import signal
@@ -14,11 +17,13 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -26,6 +31,11 @@ from fastapi import FastAPI
 from postgres_server import PostgresServer, installed
 
 from fastapi_opinionated_eventbus.plugin import PLUGIN_PATH
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from fastapi_opinionated_eventbus import EventBus, EventEnvelope
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = REPO_ROOT / "example_app"
@@ -123,13 +133,7 @@ def uvicorn(cwd: Path, *args: str, log: Path, env: dict[str, str]) -> Iterator[s
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
-        if server.returncode not in (0, -signal.SIGTERM):
+        if stop_process(server, timeout=30) not in (0, -signal.SIGTERM):
             print(log.read_text(errors="replace"))
 
 
@@ -230,3 +234,128 @@ def start_postgres() -> PostgresServer:
         server.cleanup()
         no_postgres(f"a private PostgreSQL cluster did not start: {exc}")
     return server
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 30.0, what: str = "condition"
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+# What anyone who can write to the broker may put in an event's identity, to forge a log
+# line or hide in one (6b item 7): (name, event id, correlation id) by case. The codec's
+# body around them is a valid one.
+FORGED = "ERROR [EventBus] forged"
+HOSTILE_IDENTITIES: dict[str, tuple[str, str, str | None]] = {
+    "name-with-spaces": (" note ", "e-1", None),
+    "name-with-newline": (f"note\n{FORGED} by a name", "e-1", None),
+    "name-with-escape": ("note\x1b[2J", "e-1", None),
+    "id-with-newline": ("note", f"e-1\n{FORGED} by an id", None),
+    "cid-with-newline": ("note", "e-1", f"c-1\n{FORGED} by a correlation id"),
+}
+
+
+def hostile_body(cid: str | None) -> bytes:
+    """A codec body as a foreign producer may write it, carrying ``cid``."""
+    body = {"v": 1, "args": [], "kwargs": {}, "at": 1.0, "chain": [], "trace": {}, "cid": cid}
+    return json.dumps(body).encode()
+
+
+def assert_nothing_forged(caplog: pytest.LogCaptureFixture) -> None:
+    """No log line starts anew with a forged message or carries a terminal escape."""
+    for record in caplog.records:
+        message = record.getMessage()
+        assert f"\n{FORGED}" not in message, message
+        assert "\x1b[2J" not in message, message
+
+
+async def commit_three_and_roll_one_back(
+    bus: EventBus, engine: AsyncEngine
+) -> tuple[list[EventEnvelope], EventEnvelope]:
+    """Through ``bus``'s outbox: three ``job`` events committed in one transaction, then
+    one in a transaction rolled back. Returns the committed envelopes and the other one."""
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    async with AsyncSession(engine) as session, session.begin():
+        committed = [await bus.outbox(session).emit("job", {"n": n}) for n in range(3)]
+    try:
+        async with AsyncSession(engine) as session, session.begin():
+            rolled_back = await bus.outbox(session).emit("job", {"n": 99})
+            raise LookupError("roll back")
+    except LookupError:
+        pass
+    return committed, rolled_back
+
+
+async def close_while_a_handler_ignores_cancellation(
+    bus: EventBus, *, started_within: float = 20.0
+) -> None:
+    """Start ``bus`` (shutdown_timeout short) with a handler that swallows every
+    CancelledError, emit to it, and check that aclose() returns all the same: bounded by
+    the shutdown timeout, the backend's floor and the unwinding."""
+    started = asyncio.Event()
+    released = False
+
+    async def stubborn() -> None:
+        started.set()
+        while not released:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                continue
+
+    bus.subscribe("job", stubborn)
+    await bus.start()
+    await bus.emit("job")
+    await asyncio.wait_for(started.wait(), started_within)
+    try:
+        await asyncio.wait_for(bus.aclose(), 15)
+    finally:
+        released = True
+    await asyncio.sleep(0.05)  # the handler ends, before the test's loop closes
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> int | None:
+    """SIGTERM and wait (SIGKILL after ``timeout``); returns the exit code."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    return proc.returncode
+
+
+# ---------------------------------------------------------------------- uvicorn
+@contextmanager
+def two_uvicorn_workers(root: Path, log: Path, env: dict[str, str]) -> Iterator[str]:
+    """``uvicorn main:app --workers 2`` in ``root`` with ``env`` added (the EVENTBUS_*
+    variables of a broker backend), on a free port; yields its base URL."""
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), str(REPO_ROOT)]),
+        **env,
+    }
+    with uvicorn(root, "main:app", "--workers", "2", log=log, env=full_env) as url:
+        yield url
+
+
+async def wait_until_serving(client: httpx.AsyncClient) -> None:
+    async def up() -> bool:
+        try:
+            return (await client.get("/openapi.json")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    await eventually(up, timeout=60, what="uvicorn to serve")

@@ -25,9 +25,17 @@ from .._core.errors import EventBusError
 from .._core.registry import check_event_name
 from .._core.results import EmitResult
 from .._core.settings import BusSettings
-from .._secrets import scrub
 from .asyncapi import asyncapi_command
-from .connect import THIS_PROCESS_KEYS, Target, close_bus, load_target, one_line, open_bus, with_bus
+from .connect import (
+    THIS_PROCESS_KEYS,
+    Target,
+    close_bus,
+    load_target,
+    one_line,
+    open_bus,
+    with_bus,
+    without_secrets,
+)
 from .discovery import (
     ENABLE_COMMAND,
     CliError,
@@ -63,7 +71,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 dead_letters_app = typer.Typer(
-    help="The dead letters a broker backend (redis) stores.",
+    help="The dead letters a broker backend (redis, kafka) stores.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -78,14 +86,14 @@ _IN_PROCESS_DEAD_LETTERS = (
     "this command's reach: read them in the app with `await eventbus_api().dead_letters()` "
     "(replay with `replay_dead_letters()`, delete with `purge_dead_letters()`); the "
     "introspection endpoint shows only their count. A broker backend "
-    "(EVENTBUS_BACKEND=redis) keeps them where this command can read them"
+    "(EVENTBUS_BACKEND=redis or kafka) keeps them where this command can read them"
 )
 _IN_PROCESS_STATS = (
     "the {backend} backend keeps its counters in the memory of the app's process, out of "
     "this command's reach: read them in the app with `await eventbus_api().health()` or on "
     "the introspection endpoint (introspection_path option); `handlers` lists the "
-    "subscriptions. With a broker backend (EVENTBUS_BACKEND=redis) this command reads the "
-    "broker"
+    "subscriptions. With a broker backend (EVENTBUS_BACKEND=redis or kafka) this command "
+    "reads the broker"
 )
 
 
@@ -376,14 +384,15 @@ def stats(
     as_json: JsonFlag = False,
 ) -> None:
     """What a broker backend reports about the app as a whole (for redis: stream length,
-    consumer-group lag, pending entries per consumer, dead letters). Exit code 2 for the
+    consumer-group lag, pending entries per consumer, dead letters; for kafka: topics,
+    group, partitions, committed offsets, dead letters). Exit code 2 for the
     local backend, whose counters live in the app's process."""
     target = _target(ctx)
     report = _run(with_bus(target, "stats", _stats, in_process=_IN_PROCESS_STATS))
     if as_json:
         print_json(report)
         return
-    console().print(stats_table(report, lambda text: scrub(text, target.settings.redis_url)))
+    console().print(stats_table(report, lambda text: without_secrets(text, target.settings)))
 
 
 async def _stats(bus: EventBus) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from .._core import declarations
 from .._core.bus import EventBus
 from .._core.errors import ConfigurationError
 from .._core.settings import BusSettings
-from .._secrets import scrub
+from .._secrets import mapping_secrets, redact, scrub
 from .discovery import CliError, app_title, require_plugin_enabled, settings_from_env, warn
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "open_bus",
     "target_of",
     "with_bus",
+    "without_secrets",
 ]
 
 
@@ -62,8 +63,9 @@ def load_target(root: Path) -> Target:
 
 
 # Health keys about the reporting process itself, not the app: a CLI process that only
-# connected would report its own (an empty in-flight count, its own consumer name).
-THIS_PROCESS_KEYS = frozenset({"consumer", "in_flight"})
+# connected would report its own (an empty in-flight count, its own consumer name, no
+# partitions assigned, nothing held).
+THIS_PROCESS_KEYS = frozenset({"consumer", "in_flight", "assigned_partitions", "held"})
 
 
 async def open_bus(
@@ -103,7 +105,8 @@ async def open_bus(
         on_warning(
             f"main.py has no App.create() with a literal title: the {backend.name} backend "
             "uses its default names here, not the ones derived from the app's title; if the "
-            "app's differ, set them in the environment (e.g. EVENTBUS_REDIS_PREFIX)"
+            "app's differ, set them in the environment (e.g. EVENTBUS_REDIS_PREFIX, or "
+            "EVENTBUS_KAFKA_TOPIC and EVENTBUS_KAFKA_GROUP_ID)"
         )
     return bus
 
@@ -150,6 +153,11 @@ async def close_bus(bus: EventBus) -> None:
 
 
 def one_line(exc: BaseException, settings: BusSettings) -> str:
-    """``Type: message`` on one line, without the Redis password."""
+    """``Type: message`` on one line, without the Redis password or Kafka secrets."""
     text = f"{type(exc).__name__}: {exc}"
-    return scrub(" ".join(text.split()), settings.redis_url)
+    return without_secrets(" ".join(text.split()), settings)
+
+
+def without_secrets(text: str, settings: BusSettings) -> str:
+    """``text`` without the Redis password and the secret values of kafka_security."""
+    return redact(scrub(text, settings.redis_url), mapping_secrets(settings.kafka_security))

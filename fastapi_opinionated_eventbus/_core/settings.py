@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from .._secrets import mask_url, url_problem
+from .._secrets import MASK, mask_mapping, mask_url, url_problem
 from .errors import ConfigurationError
 from .retry import RetryPolicy
 
@@ -41,9 +42,10 @@ class BusSettings(BaseSettings):
 
     # ---------------------------------------------------------------- backend
     backend: str = "local"
-    """``local``: handlers run in this process. ``redis``: events go through Redis Streams
-    and are handled once by the app as a whole (needs the ``[redis]`` extra). Other
-    names come from packages that add a backend (entry points)."""
+    """``local``: handlers run in this process. ``redis`` (Redis Streams) and ``kafka``:
+    events go through the broker and are handled once by the app as a whole (needs the
+    ``[redis]`` or ``[kafka]`` extra). Other names come from packages that add a backend
+    (entry points)."""
     backend_options: dict[str, Any] = Field(default_factory=dict)
     """Options of a backend added by another package, handed to it untouched."""
     redis_url: str = "redis://localhost:6379/0"
@@ -62,14 +64,42 @@ class BusSettings(BaseSettings):
     visibility_timeout: float = Field(30.0, gt=0)
     """Seconds before an entry left pending by a silent consumer is claimed by another."""
     max_deliveries: int = Field(5, gt=0)
-    """Deliveries of one entry before it goes to the dead-letter stream."""
+    """Deliveries of one entry before it goes to the dead-letter stream (or topic)."""
     max_stream_length: int = Field(1_000_000, gt=0)
     """Approximate cap of the events stream (XADD MAXLEN ~)."""
     publish_timeout: float = Field(5.0, gt=0)
-    """Seconds ``emit`` waits for Redis to store an event before BackendUnavailable."""
+    """Seconds ``emit`` waits for the broker to store an event before BackendUnavailable."""
     connect_timeout: float = Field(10.0, gt=0)
-    """Seconds startup keeps retrying an unreachable Redis (or outbox database) before
+    """Seconds startup keeps retrying an unreachable broker (or outbox database) before
     failing."""
+
+    # ---------------------------------------------------------------- kafka
+    kafka_bootstrap_servers: str = "localhost:9092"
+    """``host:port`` of one or more brokers, comma-separated (a list is accepted too)."""
+    kafka_topic: str | None = None
+    """The events topic; default ``<prefix>.events``, the prefix derived from the app title."""
+    kafka_dead_letter_topic: str | None = None
+    """The dead-letter topic; default ``<topic>.dlq``."""
+    kafka_group_id: str | None = None
+    """The consumer group every process of the app joins; default: the prefix."""
+    kafka_client_id: str | None = None
+    """The client id the broker sees (logs, quotas); default: the prefix."""
+    kafka_partitions: int = Field(6, gt=0)
+    """Partitions of the events topic when the backend creates it."""
+    kafka_replication_factor: int | None = Field(None, gt=0)
+    """Replicas of the topics the backend creates; default: min(3, brokers in the cluster)."""
+    kafka_create_topics: bool = True
+    """Create the events and dead-letter topics at startup when they are missing."""
+    kafka_concurrency: int = Field(64, gt=0)
+    """Records whose handlers may run at once in this process."""
+    kafka_security: dict[str, Any] = Field(default_factory=dict)
+    """TLS/SASL settings of the aiokafka clients (``security_protocol``, ``sasl_*``,
+    ``ssl_context``, or ``ssl_cafile``/``ssl_certfile``/``ssl_keyfile``/``ssl_password``);
+    secret values never appear in logs, errors, the CLI or the introspection endpoint."""
+    kafka_consumer_options: dict[str, Any] = Field(default_factory=dict)
+    """More keyword arguments of ``AIOKafkaConsumer`` (e.g. ``session_timeout_ms``)."""
+    kafka_producer_options: dict[str, Any] = Field(default_factory=dict)
+    """More keyword arguments of ``AIOKafkaProducer`` (e.g. ``linger_ms``)."""
 
     # ---------------------------------------------------------------- transactional outbox
     outbox_url: str | None = None
@@ -169,6 +199,37 @@ class BusSettings(BaseSettings):
             raise ValueError(f"is not a valid URL: {problem}")
         return url
 
+    @field_validator("kafka_bootstrap_servers", mode="before")
+    @classmethod
+    def _bootstrap_servers(cls, value: Any) -> str:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise ValueError("must be 'host:port', several separated by commas, or a list of them")
+        servers = [item.strip() for item in items if item.strip()]
+        if not servers:
+            raise ValueError("must name at least one broker as 'host:port'")
+        for server in servers:
+            host, sep, port = server.rpartition(":")
+            if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(f"{server!r} is not 'host:port' (a port from 1 to 65535)")
+        return ",".join(servers)
+
+    @field_validator("kafka_topic", "kafka_dead_letter_topic", "kafka_group_id", "kafka_client_id")
+    @classmethod
+    def _kafka_name(cls, name: str | None) -> str | None:
+        if name is not None and not name.strip():
+            raise ValueError("must not be empty (leave it unset for the default)")
+        return name
+
+    @field_validator("kafka_security", "kafka_consumer_options", "kafka_producer_options")
+    @classmethod
+    def _str_keys(cls, mapping: dict[str, Any]) -> dict[str, Any]:
+        # The keys are keyword arguments of the aiokafka clients (checked by the backend).
+        bad = [key for key in mapping if not (isinstance(key, str) and key.isidentifier())]
+        if bad:
+            raise ValueError(f"keys must be parameter names, got {bad!r}")
+        return mapping
+
     @field_validator("outbox_url")
     @classmethod
     def _outbox_url(cls, url: str | None) -> str | None:
@@ -200,6 +261,16 @@ class BusSettings(BaseSettings):
             )
         return name
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # repr(settings) may end up in a log line or a traceback: no secrets in it.
+        for name, value in super().__repr_args__():
+            if name == "kafka_security" and isinstance(value, Mapping):
+                yield name, mask_mapping(value)
+            elif name is not None and name.endswith("_url") and isinstance(value, str):
+                yield name, mask_url(value)
+            else:
+                yield name, value
+
 
 _ENDPOINT_PATH = re.compile(r"/[^\s?#]*(?<!/)")
 
@@ -219,6 +290,10 @@ def load_settings(**options: Any) -> BusSettings:
         )
     try:
         return BusSettings(**options)
+    except SettingsError as exc:
+        # pydantic-settings cannot parse an EVENTBUS_* variable (e.g. not JSON); its
+        # message names the variable, not the value.
+        raise ConfigurationError(f"Invalid EventBusPlugin configuration: {exc}") from None
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -226,10 +301,17 @@ def load_settings(**options: Any) -> BusSettings:
             source = (
                 "option" if option in options else f"environment variable EVENTBUS_{option.upper()}"
             )
-            given = error.get("input")
-            if option.endswith("_url") and isinstance(given, str):
-                given = mask_url(given)  # never echo a password
+            given = _masked(option, error.get("input"))
             problems.append(f"{source} {option!r}: {error['msg']} (got {given!r})")
         raise ConfigurationError(
             "Invalid EventBusPlugin configuration: " + "; ".join(problems)
         ) from None
+
+
+def _masked(option: str, given: Any) -> Any:
+    """An invalid value as an error message may show it: never a password."""
+    if option.endswith("_url") and isinstance(given, str):
+        return mask_url(given)
+    if option == "kafka_security":
+        return mask_mapping(given) if isinstance(given, Mapping) else MASK
+    return given

@@ -24,10 +24,11 @@ __all__ = ["ENTRY_POINT_GROUP", "backend_names", "create_backend", "load_factory
 
 ENTRY_POINT_GROUP = "fastapi_opinionated_eventbus.backends"
 
-# Imported only when chosen: the Redis backend needs the [redis] extra.
+# Imported only when chosen: the Redis and Kafka backends need their extras.
 _BUILT_IN = {
     "local": "fastapi_opinionated_eventbus.backends.local:LocalBackend",
     "redis": "fastapi_opinionated_eventbus.backends.redis:RedisStreamsBackend",
+    "kafka": "fastapi_opinionated_eventbus.backends.kafka:KafkaBackend",
 }
 
 

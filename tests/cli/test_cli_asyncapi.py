@@ -96,6 +96,49 @@ def test_redis_servers_without_credentials_and_without_connecting(
     assert "app:" not in result.stdout
 
 
+def test_kafka_servers_one_per_bootstrap_server_without_credentials(
+    cli: Run, catalog_app: Path
+) -> None:
+    # Nothing listens there either: the document is built from the settings alone.
+    secret = "s3cr3t-Pa55-w0rd"
+    security = {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "PLAIN",
+        "sasl_plain_username": "alice",
+        "sasl_plain_password": secret,
+    }
+    result = cli(
+        catalog_app,
+        "asyncapi",
+        EVENTBUS_BACKEND="kafka",
+        EVENTBUS_KAFKA_BOOTSTRAP_SERVERS="k1.internal.example:9093, [2001:db8::1]:9094",
+        EVENTBUS_KAFKA_SECURITY=json.dumps(security),
+    )
+
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    validate_asyncapi(document)
+    description = (
+        "Kafka: every event is a record of the topic shop.events (its name in the "
+        "eventbus-name header), handled by the consumer group 'shop'; dead letters in "
+        "shop.events.dlq."
+    )
+    assert document["servers"] == {
+        "kafka": {
+            "host": "k1.internal.example:9093",
+            "protocol": "kafka-secure",
+            "description": description,
+        },
+        "kafka-2": {
+            "host": "[2001:db8::1]:9094",
+            "protocol": "kafka-secure",
+            "description": description,
+        },
+    }
+    assert secret not in result.stdout + result.stderr
+    assert "alice" not in result.stdout
+
+
 def test_warnings_for_a_disabled_plugin_and_a_computed_title(
     cli: Run, make_app: Callable[..., Path]
 ) -> None:

@@ -58,6 +58,17 @@ asyncio.run(main())
 """
 
 
+def assert_two_job_letters(listed: CompletedProcess[str], event_id: str) -> None:
+    """``dead-letters list --json`` shows job 1 (published by the CLI as ``event_id``),
+    then job 2, both failed in run_job."""
+    letters = json.loads(listed.stdout)
+    assert [(x["event_id"], x["args"], x["message"]) for x in letters] == [
+        (event_id, [{"n": 1}], "job 1 failed"),
+        (letters[1]["event_id"], [{"n": 2}], "job 2 failed"),
+    ]
+    assert {x["handler"] for x in letters} == {"app.domains.jobs.handlers:run_job"}
+
+
 def test_publish_inspect_replay_and_purge(
     cli: Run, python: Run, make_app: Callable[..., Path], redis_url: str
 ) -> None:
@@ -77,12 +88,7 @@ def test_publish_inspect_replay_and_purge(
     worker = python(root, "worker.py", **env)
     assert worker.returncode == 0, worker.stderr
 
-    letters = json.loads(cli(root, "dead-letters", "list", "--json", **env).stdout)
-    assert [(x["event_id"], x["args"], x["message"]) for x in letters] == [
-        (event_id, [{"n": 1}], "job 1 failed"),
-        (letters[1]["event_id"], [{"n": 2}], "job 2 failed"),
-    ]
-    assert {x["handler"] for x in letters} == {"app.domains.jobs.handlers:run_job"}
+    assert_two_job_letters(cli(root, "dead-letters", "list", "--json", **env), event_id)
 
     stats = json.loads(cli(root, "stats", "--json", **env).stdout)
     # The key prefix comes from main.py's title, as the app's own bus derives it.

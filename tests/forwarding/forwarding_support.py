@@ -26,7 +26,7 @@ from typing import Any
 
 from support import REPO_ROOT, free_port, service_missing
 
-from fastapi_opinionated_eventbus import EventEnvelope
+from fastapi_opinionated_eventbus import EventBus, EventEnvelope, RetryPolicy
 from fastapi_opinionated_eventbus.forwarding import PartialBatchFailure, verify_signature
 
 MOTO_SCRIPT = REPO_ROOT / "scripts" / "moto-server.sh"
@@ -236,3 +236,21 @@ class RecordingForwarder:
     @property
     def events(self) -> list[EventEnvelope]:
         return [event for batch in self.batches for event in batch]
+
+
+async def dead_letter_of_a_failing_forward(consumer: EventBus, timeout: float = 15.0) -> None:
+    """With a broker backend: ``consumer`` forwards ``order.*`` to a forwarder whose
+    batches keep failing; the event it emits must end as a dead letter naming the
+    forwarder and the partner's error, within ``timeout`` seconds."""
+    forwarder = RecordingForwarder()
+    forwarder.fail_batches = 100
+    consumer.forward("order.*", forwarder, retry=RetryPolicy(max_attempts=2, initial_delay=0.01))
+    await consumer.start()
+    sent = await consumer.emit("order.paid", 1)
+    deadline = time.monotonic() + timeout
+    while not (letters := await consumer.dead_letters()):
+        assert time.monotonic() < deadline, "no dead letter in time"
+        await asyncio.sleep(0.05)
+    (letter,) = letters
+    assert letter.event.id == sent.event_id and letter.handler == "forward:Recording"
+    assert "the partner's API is down" in letter.message

@@ -5,16 +5,15 @@ accepted (or dead-lettered)."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from forwarding_support import RecordingForwarder, until
+from forwarding_support import RecordingForwarder, dead_letter_of_a_failing_forward, until
 
-from fastapi_opinionated_eventbus import EventBus, RetryPolicy
+from fastapi_opinionated_eventbus import EventBus
 
 Make = Callable[..., EventBus]
 
@@ -66,23 +65,6 @@ async def test_the_consuming_process_forwards_each_event_once(make_bus: Make) ->
 async def test_an_event_whose_batch_keeps_failing_goes_to_the_dead_letter_stream(
     make_bus: Make,
 ) -> None:
-    forwarder = RecordingForwarder()
-    forwarder.fail_batches = 100
     consumer = make_bus()
-    consumer.forward("order.*", forwarder, retry=RetryPolicy(max_attempts=2, initial_delay=0.01))
-    await consumer.start()
-    sent = await consumer.emit("order.paid", 1)
-    letters: list[Any] = []
-
-    async def dead() -> bool:
-        letters[:] = await consumer.dead_letters()
-        return bool(letters)
-
-    deadline = time.monotonic() + 15
-    while not await dead():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
-    (letter,) = letters
-    assert letter.event.id == sent.event_id and letter.handler == "forward:Recording"
-    assert "the partner's API is down" in letter.message
+    await dead_letter_of_a_failing_forward(consumer)
     await until(lambda: consumer.backend.pending_entries == 0)  # acknowledged after that

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from redis_support import REPO_ROOT, eventually
-from support import EXAMPLE_APP, check_activity, uvicorn
+from redis_support import eventually
+from support import EXAMPLE_APP, check_activity, two_uvicorn_workers, wait_until_serving
 
 from fastapi_opinionated_eventbus import EventBus
 from fastapi_opinionated_eventbus.testing import running
@@ -121,25 +120,13 @@ def uvicorn_workers(
     """``uvicorn main:app --workers 2`` in ``root`` with the Redis backend configured
     through EVENTBUS_* variables, on a free port; yields its base URL."""
     env = {
-        **os.environ,
         "EVENTBUS_BACKEND": "redis",
         "EVENTBUS_REDIS_URL": redis_url,
         "EVENTBUS_REDIS_PREFIX": prefix,
-        "PYTHONPATH": os.pathsep.join([str(root), str(REPO_ROOT)]),
         **extra_env,
     }
-    with uvicorn(root, "main:app", "--workers", "2", log=log, env=env) as url:
+    with two_uvicorn_workers(root, log, env) as url:
         yield url
-
-
-async def wait_until_serving(client: httpx.AsyncClient) -> None:
-    async def up() -> bool:
-        try:
-            return (await client.get("/openapi.json")).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    await eventually(up, timeout=60, what="uvicorn to serve")
 
 
 @pytest.fixture

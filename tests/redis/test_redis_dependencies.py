@@ -10,8 +10,9 @@ from pathlib import Path
 
 import httpx
 import redis.asyncio as aioredis
+from dependencies_support import DEPS, MAIN, assert_resolved_in_one_consumer
 from redis_support import REPO_ROOT, eventually
-from support import uvicorn
+from support import uvicorn, wait_until_serving
 
 from fastapi_opinionated_eventbus import EventBus
 
@@ -24,7 +25,9 @@ HANDLERS = """
     import redis.asyncio as aioredis
     from fastapi import Depends
 
-    from fastapi_opinionated_eventbus import EventEnvelope, OnInternalEvent
+    from fastapi_opinionated_eventbus import OnInternalEvent
+
+    from .deps import get_event_id, get_greeting
 
     URL = os.environ["EVENTBUS_REDIS_URL"]
     PREFIX = os.environ["EVENTBUS_REDIS_PREFIX"]
@@ -39,14 +42,6 @@ HANDLERS = """
             await client.aclose()
 
 
-    def get_greeting() -> str:
-        return "hello"  # main.py overrides it
-
-
-    def get_event_id(event: EventEnvelope) -> str:
-        return event.id
-
-
     @OnInternalEvent("user.created")
     async def greet(
         name: str,
@@ -57,19 +52,6 @@ HANDLERS = """
         await client.rpush(f"{PREFIX}:greeted", f"{greeting} {name} {event_id} {os.getpid()}")
 """
 
-MAIN = """
-from fastapi_opinionated.app import App
-
-from fastapi_opinionated_eventbus import EventBusPlugin
-
-App.configurePlugin(EventBusPlugin())  # options from EVENTBUS_* variables
-app = App.create(title="Greetings")
-
-from app.domains.users.handlers import get_greeting  # noqa: E402
-
-app.dependency_overrides[get_greeting] = lambda: "overridden hello"
-"""
-
 
 async def test_a_consumer_process_resolves_the_handlers_dependencies(
     app_dir: Callable[..., Path],
@@ -78,7 +60,7 @@ async def test_a_consumer_process_resolves_the_handlers_dependencies(
     redis: aioredis.Redis,
     tmp_path: Path,
 ) -> None:
-    root = app_dir({"users/handlers.py": HANDLERS})
+    root = app_dir({"users/deps.py": DEPS, "users/handlers.py": HANDLERS})
     (root / "main.py").write_text(MAIN)
     env = {
         **os.environ,
@@ -89,14 +71,7 @@ async def test_a_consumer_process_resolves_the_handlers_dependencies(
     }
     with uvicorn(root, "main:app", log=tmp_path / "uvicorn.log", env=env) as url:
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-
-            async def serving() -> bool:
-                try:
-                    return (await client.get("/openapi.json")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await eventually(serving, timeout=60, what="uvicorn to serve")
+            await wait_until_serving(client)
         # A producer-only bus here: it has no handlers, so it consumes nothing.
         producer = EventBus(backend="redis", redis_url=redis_url, redis_prefix=prefix)
         await producer.start()
@@ -112,11 +87,4 @@ async def test_a_consumer_process_resolves_the_handlers_dependencies(
         lines = await eventually(lambda: read("greeted"), timeout=30, what="both handled")
         closed = await eventually(lambda: read("closed"), timeout=30, what="both torn down")
 
-    pids = {line.split()[-1] for line in lines}
-    assert len(pids) == 1 and pids != {str(os.getpid())}, "handled in the uvicorn process"
-    [pid] = pids
-    assert sorted(line.rsplit(" ", 1)[0] for line in lines) == [
-        f"overridden hello ann {sent[0]}",
-        f"overridden hello bob {sent[1]}",
-    ]
-    assert closed == [pid, pid]  # each run's teardown ran there
+    assert_resolved_in_one_consumer(lines, closed, sent)

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis_support import Make, Worker, eventually
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
-from support import Postgres
+from sqlalchemy.ext.asyncio import create_async_engine
+from support import Postgres, commit_three_and_roll_one_back
 
 
 async def test_committed_events_reach_a_consumer_in_another_process(
@@ -28,14 +28,7 @@ async def test_committed_events_reach_a_consumer_in_another_process(
     await bus.start()  # publishes only: no handler in this process
     engine = create_async_engine(postgres.async_url)
     try:
-        async with AsyncSession(engine) as session, session.begin():
-            committed = [await bus.outbox(session).emit("job", {"n": n}) for n in range(3)]
-        try:
-            async with AsyncSession(engine) as session, session.begin():
-                rolled_back = await bus.outbox(session).emit("job", {"n": 99})
-                raise LookupError("roll back")
-        except LookupError:
-            pass
+        committed, rolled_back = await commit_three_and_roll_one_back(bus, engine)
 
         async def handled() -> dict[bytes, bytes]:
             return await redis.hgetall(f"{prefix}:handled")  # type: ignore[no-any-return]

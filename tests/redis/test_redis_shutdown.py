@@ -8,35 +8,14 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from redis_support import Make
-from support import RedisServer
+from support import RedisServer, close_while_a_handler_ignores_cancellation
 
 from fastapi_opinionated_eventbus import EventBus
 
 
 async def test_shutdown_is_bounded_when_a_handler_ignores_cancellation(make_bus: Make) -> None:
     """aclose() waited forever for a cancelled handler that swallows CancelledError."""
-    started = asyncio.Event()
-    released = False
-
-    async def stubborn() -> None:
-        started.set()
-        while not released:
-            try:
-                await asyncio.sleep(0.01)
-            except asyncio.CancelledError:
-                continue
-
-    bus = make_bus(shutdown_timeout=0.3)
-    bus.subscribe("job", stubborn)
-    await bus.start()
-    await bus.emit("job")
-    await asyncio.wait_for(started.wait(), 20)
-    try:
-        # Bounded: the shutdown timeout, plus the backend's floor and the unwinding.
-        await asyncio.wait_for(bus.aclose(), 10)
-    finally:
-        released = True
-    await asyncio.sleep(0.05)  # the handler ends, before the test's loop closes
+    await close_while_a_handler_ignores_cancellation(make_bus(shutdown_timeout=0.3))
 
 
 async def test_publishes_in_flight_at_shutdown_are_unconfirmed_not_lost(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import time
 from collections.abc import Awaitable, Sequence
 from contextvars import Context
 from typing import TYPE_CHECKING
@@ -30,17 +29,21 @@ from redis.asyncio import Redis
 from ..._codec import Codec, known_types
 from ..._core.dead_letters import DeadLetter
 from ..._core.envelope import EventEnvelope
-from ..._core.errors import BackendUnavailable, EventSerializationError
+from ..._core.errors import BackendUnavailable
 from ..._core.results import EmitResult, HandlerFailure
 from ..._core.settings import BusSettings
 from ..._secrets import mask_url, public_location
 from ..._text import as_text
+from ..backoff import keep_trying
 from ..base import BackendHealth, BackendPort, ServerInfo, StopReport, start_in_context
+from ..broker import encode_batch, not_started, register_handler_types
+from ..naming import app_prefix, default_prefix
+from ..replay import replay_letter
 from .broadcast import BroadcastReader
-from .connection import Backoff, describe_error, is_fatal, is_transient, make_client
+from .connection import describe_error, is_fatal, is_transient, make_client
 from .consumer import GroupConsumer
-from .dead import EVENT_LEVEL, DeadLetterStream, StoredLetter
-from .keys import StreamKeys, default_prefix
+from .dead import DeadLetterStream, StoredLetter
+from .keys import StreamKeys
 from .publisher import Publisher
 
 if TYPE_CHECKING:
@@ -84,10 +87,7 @@ class RedisStreamsBackend:
         self._port = port
         self._settings = settings
         self.url = settings.redis_url
-        app_name = port.app_name
-        self.keys = StreamKeys(
-            settings.redis_prefix or (default_prefix(app_name) if app_name else "eventbus")
-        )
+        self.keys = StreamKeys(settings.redis_prefix or app_prefix(port.app_name))
         self.consumer = settings.redis_consumer or default_consumer()
         self.codec = Codec(port.schema_for, known_types, refresh=self._register_types)
         self._client: Redis | None = None
@@ -177,36 +177,19 @@ class RedisStreamsBackend:
 
     async def _connect(self, client: Redis) -> None:
         """PING until it answers, with exponential backoff, for up to connect_timeout."""
-        timeout = self._settings.connect_timeout
-        deadline = time.monotonic() + timeout
-        backoff = Backoff(initial=0.1, maximum=2.0)
-        attempts = 0
-        while True:
-            attempts += 1
-            remaining = deadline - time.monotonic()
-            try:
-                async with asyncio.timeout(max(remaining, 0.1)):
-                    await client.ping()
-                return
-            except Exception as exc:
-                error = describe_error(exc, self.url)
-                if is_fatal(exc) or not is_transient(exc):
-                    raise BackendUnavailable(
-                        f"Redis at {self.masked_url} refused the event bus: {error} "
-                        "(check the user name and password in redis_url)"
-                    ) from None
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise BackendUnavailable(
-                        f"Cannot reach Redis at {self.masked_url}: gave up after "
-                        f"connect_timeout={timeout}s ({attempts} attempts); last error: {error}"
-                    ) from None
-                if attempts == 1:
-                    logger.warning(
-                        f"Redis at {self.masked_url} is not reachable yet ({error}); "
-                        f"retrying for up to {timeout}s"
-                    )
-                await backoff.sleep(limit=remaining)
+
+        async def ping() -> None:
+            await client.ping()
+
+        await keep_trying(
+            ping,
+            broker=f"Redis at {self.masked_url}",
+            timeout=self._settings.connect_timeout,
+            describe=lambda exc: describe_error(exc, self.url),
+            refused=lambda exc: is_fatal(exc) or not is_transient(exc),
+            hint="check the user name and password in redis_url",
+            logger=logger,
+        )
 
     async def pause(self) -> None:
         """Take no new events (shutdown has begun); handlers in flight finish, and
@@ -249,10 +232,12 @@ class RedisStreamsBackend:
             logger.info(f"Redis Streams backend stopped ({self.masked_url})")
         return report
 
+    @property
+    def _description(self) -> str:
+        return f"the Redis backend ({self.masked_url})"
+
     def _register_types(self) -> None:
-        """Models and enums named in handlers' annotations may be rebuilt from events."""
-        for sub in self._port.subscriptions():
-            known_types.register_annotations(sub.handler)
+        register_handler_types(self._port)
 
     # ------------------------------------------------------------------ publishing
     def check(self, envelope: EventEnvelope) -> None:
@@ -268,12 +253,7 @@ class RedisStreamsBackend:
 
     def _started_publisher(self, envelope: EventEnvelope | None) -> Publisher:
         if self._publisher is None:
-            what = f"{envelope.name!r}" if envelope is not None else "events"
-            raise BackendUnavailable(
-                f"cannot publish {what}: the Redis backend ({self.masked_url}) is "
-                "not started; start the bus first (`await bus.start()`, which the plugin "
-                "does at app startup)"
-            )
+            raise not_started(self._description, envelope)
         return self._publisher
 
     def start_publish(
@@ -282,37 +262,28 @@ class RedisStreamsBackend:
         return start_in_context(self.publish(envelope, plan), context)
 
     async def publish_many(self, batch: Sequence[tuple[EventEnvelope, Plan]]) -> list[EmitResult]:
-        """Every event encoded first (nothing is sent if one fails), then sent together:
-        concurrent publishes share one pipeline (see :mod:`.publisher`)."""
-        encoded = [self._encode_item(index, envelope) for index, (envelope, _) in enumerate(batch)]
+        """Every event encoded first (nothing is sent if one fails), then queued together:
+        they leave in one pipeline, in order (see :mod:`.publisher`)."""
+        encoded = encode_batch(batch, self.codec.encode)
         publisher = self._started_publisher(batch[0][0] if batch else None)
-        outcomes = await asyncio.gather(
-            *(
-                publisher.publish(fields, envelope.name)
-                for fields, (envelope, _) in zip(encoded, batch, strict=True)
-            ),
-            return_exceptions=True,
+        outcomes = await publisher.publish_many(
+            [(fields, envelope.name) for fields, (envelope, _) in zip(encoded, batch, strict=True)]
         )
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, BaseException):
                 raise BackendUnavailable(
                     f"event {index} of the batch ({batch[index][0].name!r}) was not confirmed "
-                    f"(those before it are stored): {outcome}"
+                    f"(those before it are stored): {outcome}",
+                    may_be_stored=any(
+                        getattr(later, "may_be_stored", False) for later in outcomes[index:]
+                    ),
                 ) from outcome
         return [EmitResult(envelope, 0, published=True) for envelope, _ in batch]
-
-    def _encode_item(self, index: int, envelope: EventEnvelope) -> dict[bytes, bytes]:
-        try:
-            return self.codec.encode(envelope)
-        except EventSerializationError as exc:
-            raise EventSerializationError(f"event {index} of the batch: {exc}") from None
 
     # ------------------------------------------------------------------ dead letters
     def _letters(self) -> DeadLetterStream:
         if self._dead is None:
-            raise BackendUnavailable(
-                f"the Redis backend ({self.masked_url}) is not started: start the bus first"
-            )
+            raise not_started(self._description)
         return self._dead
 
     async def dead_letters(self) -> list[DeadLetter]:
@@ -359,21 +330,10 @@ class RedisStreamsBackend:
         return EmitResult(None, replayed, tuple(failures))
 
     async def _replay(self, stored: StoredLetter) -> EmitResult | None:
-        letter = stored.letter
-        where = f"dead letter {stored.entry_id.decode()} of {letter.event.name!r}"
-        if not stored.replayable:
-            logger.warning(f"{where} not replayed: its entry does not decode ({letter.reason})")
-            return None
-        if letter.handler == EVENT_LEVEL:
-            result = await self._port.deliver(letter.event.with_attempt(1), broadcast=False)
-            if not result.handled:
-                logger.warning(f"{where} not replayed: no handler of it in this process")
-                return None
-            return result
-        replayed = await self._port.replay(letter)
-        if replayed is None:
-            logger.warning(f"{where} not replayed: handler {letter.handler} is not subscribed here")
-        return replayed
+        where = f"dead letter {stored.entry_id.decode()} of {stored.letter.event.name!r}"
+        return await replay_letter(
+            self._port, stored.letter, where=where, replayable=stored.replayable
+        )
 
     # ------------------------------------------------------------------ health
     async def health(self) -> RedisHealth:

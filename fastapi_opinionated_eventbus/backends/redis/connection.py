@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
 import traceback
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi_opinionated.shared.logger import ns_logger
@@ -16,6 +13,7 @@ from redis.exceptions import AuthenticationError, AuthorizationError, Connection
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..._secrets import mask_url, scrub, url_problem
+from ..backoff import Backoff
 
 logger = ns_logger("EventBus.redis")
 
@@ -81,26 +79,6 @@ def describe_error(exc: BaseException, url: str, *, with_traceback: bool = False
         # The core's log formatter drops exc_info: the traceback must be in the text.
         text += "\n" + "".join(traceback.format_exception(exc)).rstrip()
     return scrub(text, url)
-
-
-@dataclass
-class Backoff:
-    """Exponential delays with jitter: ``initial``, doubling, capped at ``maximum``."""
-
-    initial: float = 0.05
-    maximum: float = 2.0
-    _next: float = 0.0
-
-    def reset(self) -> None:
-        self._next = 0.0
-
-    def delay(self) -> float:
-        self._next = self.initial if not self._next else min(self._next * 2, self.maximum)
-        return self._next * random.uniform(0.8, 1.2)
-
-    async def sleep(self, limit: float | None = None) -> None:
-        delay = self.delay()
-        await asyncio.sleep(delay if limit is None else max(0.0, min(delay, limit)))
 
 
 Entry = tuple[bytes, dict[bytes, bytes]]

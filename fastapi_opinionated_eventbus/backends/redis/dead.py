@@ -30,11 +30,10 @@ from ..._codec import BODY, ID, NAME, Codec, MalformedEntry
 from ..._core.dead_letters import DeadLetter
 from ..._core.envelope import EventEnvelope
 from ..._text import as_text, loggable
+from ..replay import EVENT_LEVEL
 
 __all__ = ["EVENT_LEVEL", "DeadLetterStream", "StoredLetter"]
 
-EVENT_LEVEL = "*"
-"""The ``handler`` of a dead letter that concerns the event as a whole."""
 
 Fields = Mapping[bytes, bytes]
 Row = tuple[bytes, dict[bytes, bytes]]

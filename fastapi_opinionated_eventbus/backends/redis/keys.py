@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from ..._core.errors import ConfigurationError
+from ..naming import default_prefix
 
 __all__ = ["StreamKeys", "default_prefix"]
-
-_NOT_SLUG = re.compile(r"[^a-z0-9]+")
-
-
-def default_prefix(title: str) -> str:
-    """The key prefix of an app titled ``title``: ``"Orders API"`` -> ``"orders-api"``.
-
-    Two apps on one Redis keep apart as long as their titles differ; set the
-    ``redis_prefix`` option when they do not (e.g. both keep FastAPI's default title).
-    """
-    return _NOT_SLUG.sub("-", title.lower()).strip("-") or "eventbus"
 
 
 @dataclass(frozen=True, slots=True)

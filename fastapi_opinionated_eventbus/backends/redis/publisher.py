@@ -19,8 +19,8 @@ from redis.typing import EncodableT, FieldT
 from ..._core.errors import BackendUnavailable
 from ..._core.interruption import Interruption, note_interruption
 from ..._secrets import mask_url
+from ..unwind import UNWIND_SECONDS
 from .connection import Backoff, describe_error, is_transient
-from .reader import UNWIND_SECONDS
 
 __all__ = ["Publisher"]
 
@@ -78,12 +78,7 @@ class Publisher:
                 # A lost connection: queue it, and the flusher retries until the deadline.
             finally:
                 self._direct = False
-        future: asyncio.Future[bytes] = loop.create_future()
-        self._buffer.append((fields, future))
-        self._wait_until(deadline, future, name)
-        if self._flusher is None:
-            # Eager: the first XADD leaves now, without a trip through the scheduler.
-            self._flusher = asyncio.Task(self._flush(), loop=loop, eager_start=True)
+        future = self._enqueue([(fields, name)], deadline)[0]
         try:
             return await future
         except asyncio.CancelledError:
@@ -92,6 +87,36 @@ class Publisher:
             raise
         finally:
             self._sent.discard(future)
+
+    async def publish_many(self, batch: list[tuple[Fields, str]]) -> list[bytes | BaseException]:
+        """Queue several entries behind each other: they leave in one pipeline, in order
+        (never one of them on the direct path, which could overtake the others). Returns
+        each entry's stream id, or the exception that failed it."""
+        loop = asyncio.get_running_loop()
+        futures = self._enqueue(batch, loop.time() + self._timeout)
+        try:
+            return await asyncio.gather(*futures, return_exceptions=True)
+        except asyncio.CancelledError:
+            if any(future in self._sent for future in futures):
+                note_interruption(Interruption.UNCONFIRMED)
+            raise
+        finally:
+            self._sent.difference_update(futures)
+
+    def _enqueue(
+        self, batch: list[tuple[Fields, str]], deadline: float
+    ) -> list[asyncio.Future[bytes]]:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[bytes]] = []
+        for fields, name in batch:
+            future: asyncio.Future[bytes] = loop.create_future()
+            self._buffer.append((fields, future))
+            self._wait_until(deadline, future, name)
+            futures.append(future)
+        if self._flusher is None:
+            # Eager: the first XADD leaves now, without a trip through the scheduler.
+            self._flusher = asyncio.Task(self._flush(), loop=loop, eager_start=True)
+        return futures
 
     def _wait_until(self, deadline: float, future: asyncio.Future[bytes], name: str) -> None:
         """Keep the waiters in deadline order: a direct publish that failed late carries an

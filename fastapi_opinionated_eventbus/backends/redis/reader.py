@@ -11,13 +11,11 @@ from redis.asyncio import Redis
 from ..._codec import Codec
 from ..._core.settings import BusSettings
 from ..base import BackendPort
+from ..unwind import finish_tasks
 from .dead import DeadLetterStream
 from .flow import Capacity
 
-__all__ = ["UNWIND_SECONDS", "StreamReader"]
-
-# How long cancelled handlers get to unwind at shutdown before they are abandoned.
-UNWIND_SECONDS = 1.0
+__all__ = ["StreamReader"]
 
 
 class StreamReader:
@@ -56,12 +54,4 @@ class StreamReader:
         """Give the running handlers ``grace`` seconds, then cancel the rest and give them
         a bounded moment to unwind; return how many were cancelled and how many still ran
         after that (a handler that ignores cancellation: abandoned, never waited for)."""
-        if not self._tasks:
-            return 0, 0
-        _, unfinished = await asyncio.wait(set(self._tasks), timeout=grace)
-        for task in unfinished:
-            task.cancel()
-        still_running: set[asyncio.Task[None]] = set()
-        if unfinished:
-            _, still_running = await asyncio.wait(unfinished, timeout=UNWIND_SECONDS)
-        return len(unfinished) - len(still_running), len(still_running)
+        return await finish_tasks(self._tasks, grace)

@@ -4,9 +4,9 @@ Every record names the event it handled (``event``, ``event_id``, ``attempt``) a
 process that handled it (``pid``), so "each event handled once by each handler" can be
 checked by id (``python check_activity.py``), not merely by counting lines.
 
-With several workers (the Redis backend), each process only sees what its own handlers
-did; set EXAMPLE_ACTIVITY_LOG=<file> to also append every record to one JSON-lines file
-shared by all workers.
+With several workers (a broker backend: Redis or Kafka), each process only sees what its
+own handlers did; set EXAMPLE_ACTIVITY_LOG=<file> to also append every record to one
+JSON-lines file shared by all workers.
 """
 
 from __future__ import annotations
