@@ -78,9 +78,10 @@ def one_handler(results: list[Result], cpus: int) -> Target:
             f"is {_us(ours.median)}"
         )
         t.why = (
-            "every emit builds an envelope (unique id, timestamp, correlation id) and a result "
-            "object and sets current_event(), about 0.5 µs that blinker's send_async does not "
-            "spend: blinker gives no event id, no failure isolation and no current_event()"
+            "every emit builds an envelope (unique id, timestamp, correlation id) and sets "
+            "current_event() for the handler, work blinker's send_async does not do: blinker "
+            "gives no event id, no failure isolation and no current_event(); see (1b) for the "
+            "instruction accounting"
         )
         if best.system != "blinker":
             t.why = f"missed by {t.margin}"
@@ -100,8 +101,21 @@ def app_call(results: list[Result], cpus: int) -> Target:
         t.margin = f"{0.5 / ratio:.2f}x beyond the target"
     else:
         t.margin = f"short: ours would need ≤ {_us(blinker.min / 2)}, is {_us(ours.min)}"
-        t.why = f"missed by {t.margin}"
+        t.why = f"missed by {t.margin}; {APP_CALL_FLOOR}"
     return t
+
+
+# Counted with callgrind (one emit, PYTHONHASHSEED=0, gc off; see BENCHMARKS.md): the costs
+# every emit keeps whatever the bus does, against blinker's whole send_async.
+APP_CALL_FLOOR = (
+    "counted in CPU instructions per emit (callgrind, Python 3.12.1), blinker's send_async with "
+    "one receiver costs about 18,200 and ours about 18,800 (24,000 before step 6c); of ours, "
+    "the user's own async def h(*args, **kwargs) coroutine costs about 4,300, the one coroutine "
+    "of ours that awaits it about 3,650, eventbus_api() about 640, the envelope (unique id, time, "
+    "correlation id) about 2,500 and setting and resetting current_event()'s contextvar about "
+    "2,000: about 13,100 instructions, 0.72x blinker, before any lookup or failure isolation, "
+    "so 0.5x is out of reach in pure CPython without dropping a promised feature"
+)
 
 
 def ten_handlers(results: list[Result], cpus: int) -> Target:
@@ -193,6 +207,13 @@ def background(results: list[Result], cpus: int) -> Target:
         t.why = "missed by " + "; ".join(
             p for p, good in zip(parts, (fast, enough), strict=True) if not good
         )
+        if not enough:
+            t.why += (
+                " (409,000 before step 6c): each event still gets its own envelope, its own "
+                "copy of the emitter's context (current_event() and the correlation id stay "
+                "per event) and runs the user's coroutine, about 22,400 CPU instructions "
+                "(callgrind)"
+            )
     return t
 
 
@@ -354,6 +375,43 @@ def forwarding(results: list[Result], cpus: int) -> Target:
     return _judge(t, ratio >= 0.80, f"{abs(ratio - 0.80) * 100:.0f} points {where} 80%")
 
 
+def _median_ratios(results: list[Result], ours: Result) -> str:
+    """The same ratios on median rounds: one lucky floor round must not decide alone."""
+    floor, batched = _ok(results, "14", "aiokafka"), _ok(results, "14", "aiokafka-batched")
+    mine = ours.extra.get("median_events_per_s")
+    if floor is None or batched is None or not mine:
+        return ""
+    return (
+        f"; median rounds: {mine / floor.extra['median_events_per_s']:.0%} and "
+        f"{mine / batched.extra['median_events_per_s']:.0%}"
+    )
+
+
+def kafka(results: list[Result], cpus: int) -> Target:
+    t = Target("Kafka end to end (14)", "ours ≥ 70% of a bare aiokafka loop's events/s")
+    ours = _ok(results, "14", "ours")
+    if ours is None or "ratio_to_floor" not in ours.extra:
+        t.measured = _missing(results, "14", "ours")
+        return t
+    ratio = ours.extra["ratio_to_floor"]
+    t.measured = (
+        f"ours {ours.extra['events_per_s']:,.0f} events/s = {ratio:.0%} of the bare loop "
+        f"(64 tasks awaiting send(), getmany() + commit()), "
+        f"{ours.extra.get('ratio_to_batched_floor', 0.0):.0%} of one task batching every "
+        f"send() (best of {ours.reps} rounds each){_median_ratios(results, ours)}"
+    )
+    met = ratio >= 0.70
+    where = "above" if met else "below"
+    _judge(t, met, f"{abs(ratio - 0.70) * 100:.0f} points {where} 70%")
+    if not met:
+        t.why += (
+            f": on {cpus} cores shared by the producer, the consumer and the broker, the JSON "
+            "codec and per-record dispatch cost CPU the bare loop does not spend (it neither "
+            "decodes nor runs a handler)"
+        )
+    return t
+
+
 TARGETS: tuple[Callable[[list[Result], int], Target], ...] = (
     one_handler,
     app_call,
@@ -369,6 +427,7 @@ TARGETS: tuple[Callable[[list[Result], int], Target], ...] = (
     outbox_relays,
     injected,
     forwarding,
+    kafka,
 )
 
 
