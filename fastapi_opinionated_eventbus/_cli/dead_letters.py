@@ -13,7 +13,7 @@ from rich.text import Text
 from .._core.dead_letters import DeadLetter
 from .connect import Target, load_target, with_bus
 from .discovery import CliError, discover_handlers, enter_app
-from .render import console, letters_table, print_json
+from .render import console, letters_table, print_json, printable
 
 __all__ = ["dead_letters_app"]
 
@@ -93,7 +93,9 @@ def dead_letters_replay(ctx: typer.Context) -> None:
     out.print(f"Replayed {result.handled} dead letter(s): {len(result.failures)} failed again")
     for failure in result.failures:
         exc = failure.exception
-        out.print(Text(f"failed: {failure.handler}: {type(exc).__name__}: {exc}", style="red"))
+        # The handler ran on an event read from the broker: its message may quote it.
+        line = printable(f"failed: {failure.handler}: {type(exc).__name__}: {exc}")
+        out.print(Text(line, style="red"))
     if result.failures:
         raise typer.Exit(1)
 
