@@ -46,13 +46,18 @@ def _split_userinfo(url: str) -> tuple[str, str | None, str]:
 
     Not urlsplit's reading: a password with an unencoded ``/``, ``?`` or ``#`` would land
     in its path, query or fragment, where masking would miss it. Masking too much (an
-    ``@`` in the query) is harmless; too little is not.
+    ``@`` in the query) is harmless; too little is not. Without ``://`` (a typo such as
+    ``redis:/user:pw@host``, refused as a URL and quoted in the error), whatever stands
+    before the last ``@`` is taken as the user info all the same.
     """
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return (f"{scheme}{sep}" if sep else ""), None, rest if sep else url
+    prefix = f"{scheme}://" if sep else ""
+    if not sep:
+        rest = url
+    if "@" not in rest:
+        return prefix, None, rest
     userinfo, _, rest = rest.rpartition("@")
-    return f"{scheme}://", userinfo, rest
+    return prefix, userinfo, rest
 
 
 def _mask_query(rest: str) -> str:
@@ -177,8 +182,8 @@ def public_location(url: str, default_port: int | None = None) -> PublicLocation
 
     Never raises: a URL too broken to read gives the host ``"unknown"``.
     """
-    scheme = url.partition("://")[0]
-    _, _, rest = _split_userinfo(url)  # cut at the last "@", as masking does
+    prefix, _, rest = _split_userinfo(url)  # cut at the last "@", as masking does
+    scheme = prefix.removesuffix("://")
     try:
         parts = urlsplit(f"{scheme}://{rest}")
         hostname, port = parts.hostname, parts.port

@@ -14,6 +14,7 @@ from ._core.correlation import (
     new_correlation_id,
     request_correlation_id,
 )
+from ._text import loggable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
@@ -92,9 +93,11 @@ class EventBusMiddleware:
     @staticmethod
     def _discard(queued: ResponseQueue, scope: Scope, reason: str) -> None:
         names = ", ".join(envelope.describe() for envelope, _, _ in queued)
+        # The client wrote the method and the (percent-decoded) path: a %0A would forge a line.
+        request = f"{loggable(scope.get('method'))} {loggable(scope.get('path'), 500)}"
         logger.warning(
-            f"Discarded {len(queued)} after-response event(s) of {scope.get('method')} "
-            f"{scope.get('path')} because {reason}: {names}"
+            f"Discarded {len(queued)} after-response event(s) of {request} because {reason}: "
+            f"{names}"
         )
 
 

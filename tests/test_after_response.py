@@ -272,6 +272,21 @@ async def test_events_of_a_failed_request_are_discarded_with_a_warning_naming_th
     assert [r.levelname for r in warnings] == ["WARNING"]
 
 
+async def test_the_discard_warning_escapes_the_request_path(
+    app_dir: AppDir, eventbus_app_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The path is the client's, percent-decoded: a %0A in it must not forge a log line.
+    app, _ = _make_app(app_dir, eventbus_app_factory)
+    async with running(app), client_for(app) as client:
+        response = await client.post("/broken/o-9%0AERROR%20[EventBus]%20forged%1B[2J")
+        assert await eventbus_api().drain(5) == 0
+
+    assert response.status_code == 500
+    [warning] = [r.getMessage() for r in caplog.records if "Discarded" in r.getMessage()]
+    assert "POST /broken/o-9\\x0aERROR [EventBus] forged\\x1b[2J because" in warning
+    assert "\n" not in warning and "\x1b" not in warning
+
+
 async def test_a_4xx_response_is_not_a_failed_request_and_its_events_run(
     app_dir: AppDir, eventbus_app_factory: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:

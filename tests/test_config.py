@@ -201,6 +201,23 @@ def test_the_standalone_bus_validates_the_same_way() -> None:
         EventBus(nope=True)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"backend": "redis", "redis_url": "redis:/app:TOPSECRET@cache:6379/0"},  # one slash
+        {"backend": "redis", "redis_url": "app:TOPSECRET@cache:6379"},  # no scheme
+        {"outbox_url": "postgresql:/app:TOPSECRET@db/orders"},
+    ],
+)
+def test_a_url_refused_for_its_missing_scheme_never_shows_its_password(
+    options: dict[str, Any],
+) -> None:
+    with pytest.raises(ConfigurationError, match=r"_url") as refused:
+        EventBus(**options)
+    assert "TOPSECRET" not in str(refused.value)
+    assert "***@" in str(refused.value)
+
+
 def test_a_retry_option_given_as_a_mapping_is_validated_into_a_policy() -> None:
     bus = EventBus(retry={"max_attempts": 5, "initial_delay": 0.2, "jitter": 0})
     assert bus.settings.retry == RetryPolicy(max_attempts=5, initial_delay=0.2, jitter=0)

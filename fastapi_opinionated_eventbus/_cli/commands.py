@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +20,6 @@ import typer
 from rich.text import Text
 
 from .._core.bus import EventBus
-from .._core.dead_letters import DeadLetter
 from .._core.errors import EventBusError
 from .._core.registry import check_event_name
 from .._core.results import EmitResult
@@ -36,6 +35,7 @@ from .connect import (
     with_bus,
     without_secrets,
 )
+from .dead_letters import dead_letters_app
 from .discovery import (
     ENABLE_COMMAND,
     CliError,
@@ -52,7 +52,6 @@ from .render import (
     console,
     findings_report,
     handlers_table,
-    letters_table,
     print_json,
     stats_table,
 )
@@ -70,24 +69,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-dead_letters_app = typer.Typer(
-    help="The dead letters a broker backend (redis, kafka) stores.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-)
 app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(outbox_app, name="outbox")
 app.command("asyncapi")(asyncapi_command)  # options and body in asyncapi.py
 
-# For a backend that runs handlers in the app's own process (local): what these commands
-# would read lives in that process's memory, out of this one's reach.
-_IN_PROCESS_DEAD_LETTERS = (
-    "the {backend} backend keeps dead letters in the memory of the app's process, out of "
-    "this command's reach: read them in the app with `await eventbus_api().dead_letters()` "
-    "(replay with `replay_dead_letters()`, delete with `purge_dead_letters()`); the "
-    "introspection endpoint shows only their count. A broker backend "
-    "(EVENTBUS_BACKEND=redis or kafka) keeps them where this command can read them"
-)
+# For a backend that runs handlers in the app's own process (local): its counters live in
+# that process's memory, out of this one's reach.
 _IN_PROCESS_STATS = (
     "the {backend} backend keeps its counters in the memory of the app's process, out of "
     "this command's reach: read them in the app with `await eventbus_api().health()` or on "
@@ -152,10 +139,6 @@ def _global_options(
 # ====================================================================== running
 def _enter_app(ctx: typer.Context) -> Path:
     return enter_app(ctx.obj)
-
-
-def _run[T](coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 # ====================================================================== handlers
@@ -236,7 +219,7 @@ def emit(
     problem = unsubscribed_emit(event, discover_handlers(target.root))
     if problem is not None:
         raise CliError(problem)
-    result = _run(_emit(target, event, args))
+    result = asyncio.run(_emit(target, event, args))
     out = console()
     for line in _describe_emit(event, result, target.settings):
         out.print(line)
@@ -292,91 +275,6 @@ def _describe_emit(event: str, result: EmitResult, settings: BusSettings) -> lis
     return lines
 
 
-# ====================================================================== Redis commands
-@dead_letters_app.command("list")
-def dead_letters_list(
-    ctx: typer.Context,
-    as_json: JsonFlag = False,
-) -> None:
-    """List the dead letters (handler failures after their last attempt), oldest first."""
-    target = _target(ctx)
-    letters = _run(
-        with_bus(
-            target,
-            "dead-letters list",
-            lambda bus: bus.dead_letters(),
-            in_process=_IN_PROCESS_DEAD_LETTERS,
-        )
-    )
-    if as_json:
-        print_json([_letter_json(letter) for letter in letters])
-        return
-    out = console()
-    if not letters:
-        out.print("No dead letters.")
-        return
-    out.print(letters_table(letters, out.width))
-    out.print(f"{len(letters)} dead letter(s)")
-
-
-def _letter_json(letter: DeadLetter) -> dict[str, Any]:
-    return {
-        "event": letter.event.name,
-        "event_id": letter.event.id,
-        "args": list(letter.event.args),
-        "kwargs": letter.event.kwargs,
-        "handler": letter.handler,
-        "exception_type": letter.exception_type,
-        "message": letter.message,
-        "attempts": letter.attempts,
-        "failed_at": letter.failed_at.isoformat(),
-        "reason": letter.reason,
-    }
-
-
-@dead_letters_app.command("replay")
-def dead_letters_replay(ctx: typer.Context) -> None:
-    """Run each dead letter's handler again; the ones failing again stay dead letters."""
-    target = _target(ctx)
-    discover_handlers(target.root)  # replayed handlers run in this process
-    result = _run(
-        with_bus(
-            target,
-            "dead-letters replay",
-            lambda bus: bus.replay_dead_letters(),
-            in_process=_IN_PROCESS_DEAD_LETTERS,
-        )
-    )
-    out = console()
-    out.print(f"Replayed {result.handled} dead letter(s): {len(result.failures)} failed again")
-    for failure in result.failures:
-        exc = failure.exception
-        out.print(Text(f"failed: {failure.handler}: {type(exc).__name__}: {exc}", style="red"))
-    if result.failures:
-        raise typer.Exit(1)
-
-
-@dead_letters_app.command("purge")
-def dead_letters_purge(
-    ctx: typer.Context,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-) -> None:
-    """Delete every dead letter."""
-    target = _target(ctx)
-    if not yes:
-        if not sys.stdin.isatty():
-            raise CliError("refusing to purge dead letters without --yes (no terminal to ask)")
-        typer.confirm("Delete every dead letter?", abort=True)
-    purged = _run(
-        with_bus(target, "dead-letters purge", _purge, in_process=_IN_PROCESS_DEAD_LETTERS)
-    )
-    console().print(f"Purged {purged} dead letter(s)")
-
-
-async def _purge(bus: EventBus) -> int:
-    return await bus.purge_dead_letters()
-
-
 # ====================================================================== stats
 @app.command()
 def stats(
@@ -388,7 +286,7 @@ def stats(
     group, partitions, committed offsets, dead letters). Exit code 2 for the
     local backend, whose counters live in the app's process."""
     target = _target(ctx)
-    report = _run(with_bus(target, "stats", _stats, in_process=_IN_PROCESS_STATS))
+    report = asyncio.run(with_bus(target, "stats", _stats, in_process=_IN_PROCESS_STATS))
     if as_json:
         print_json(report)
         return

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._core.dead_letters import DeadLetter
+from .._text import loggable
 from .discovery import HandlerInfo
 from .doctor import Finding
 
@@ -29,8 +30,16 @@ __all__ = [
     "no_color",
     "plain_table",
     "print_json",
+    "printable",
     "stats_table",
 ]
+
+
+def printable(text: str) -> str:
+    """Text read from a broker (a dead letter's handler and error, a health report) as a
+    terminal may show it: escape sequences and other control characters escaped (rich
+    writes them as they are), line breaks kept."""
+    return "\n".join(loggable(line, 2_000) for line in text.split("\n"))
 
 
 def no_color() -> bool:
@@ -181,10 +190,11 @@ def letters_table(letters: list[DeadLetter], width: int) -> Table:
     table.add_column("Handler / error", width=handler_width, overflow="fold")
     table.add_column("Tries", justify="right", no_wrap=True)
     for letter in letters:
-        event = _fitted(letter.event.name, event_width, "cyan")
-        event.append("\n").append_text(_fitted(letter.event.id, event_width, "dim"))
-        handler = _fitted(letter.handler, handler_width)
-        handler.append(f"\n{letter.exception_type}: {letter.message}", style="red")
+        event = _fitted(printable(letter.event.name), event_width, "cyan")
+        event.append("\n").append_text(_fitted(printable(letter.event.id), event_width, "dim"))
+        handler = _fitted(printable(letter.handler), handler_width)
+        error = printable(f"{letter.exception_type}: {letter.message}")
+        handler.append(f"\n{error}", style="red")
         when = letter.failed_at.strftime("%Y-%m-%d\n%H:%M:%SZ")  # UTC
         table.add_row(when, event, handler, str(letter.attempts))
     return table
@@ -192,13 +202,13 @@ def letters_table(letters: list[DeadLetter], width: int) -> Table:
 
 def stats_table(report: dict[str, Any], clean: Callable[[str], str]) -> Table:
     """A backend's health report, nested keys flattened (``committed_offsets.0``); every
-    value passes through ``clean`` (secrets out)."""
+    value passes through ``clean`` (secrets out), then :func:`printable`."""
     table = plain_table()
     table.add_column("Metric", style="cyan", overflow="fold")
     table.add_column("Value", overflow="fold")
     for key, value in _flatten(report):
         shown = "-" if value is None or value == {} else str(value)
-        table.add_row(key, clean(shown))
+        table.add_row(printable(key), printable(clean(shown)))
     return table
 
 

@@ -58,8 +58,10 @@ class EventEnvelope:
     __slots__ = ("_args", "_correlation_id", "_emitted_at", "_extras", "_key", "_kwargs", "_name")
     # _key: the sequence number until the id is first read, then the id itself (an id given
     # at construction, e.g. a received event's, is kept as given).
-    # _args and _kwargs are also read by the dispatcher, which calls handlers with them: a
-    # property there costs ~250 instructions per read on every emit (callgrind).
+    # _args and _kwargs are also read by the dispatcher, which calls handlers with them (and
+    # by threads.py and solving.py, which do the same for sync handlers and handlers with
+    # dependencies): a property there costs ~250 instructions per read on every emit
+    # (callgrind).
 
     def __init__(
         self,

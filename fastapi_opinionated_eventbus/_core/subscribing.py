@@ -115,9 +115,9 @@ class Subscribing(Emitting, Inspecting):
 
     def add_forward(self, spec: Forward) -> Subscription:
         """Subscribe a prepared :class:`~fastapi_opinionated_eventbus.forwarding.Forward`."""
-        from ..forwarding._routes import Forwarding, build_subscription
+        from ..forwarding._routes import Forwarding, forward_subscription
 
-        sub, schema, _ = build_subscription(spec, self._default_retry)
+        sub, schema = forward_subscription(spec, self._default_retry)
         self.add(sub, schema)
         if self._forwarding is None:
             self._forwarding = Forwarding(self._on_lost)

@@ -6,7 +6,7 @@ import sys
 from typing import TYPE_CHECKING, Unpack
 
 from .._core.declarations import declare_forward
-from ._routes import build_subscription
+from ._routes import forward_subscription
 from ._spec import Forward, ForwardOptions
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ def forward_events(
     of ``eventbus_api().forward()``; returns the :class:`Forward` it declared.
     """
     spec = Forward(event, forwarder, **options)
-    sub, schema, _ = build_subscription(spec, None)
+    sub, schema = forward_subscription(spec, None)
     caller = sys._getframe(1)
     declare_forward(
         {

@@ -25,7 +25,7 @@ from ._spec import FORWARD_RETRY, Forward
 if TYPE_CHECKING:
     from .._core.retry import RetryPolicy
 
-__all__ = ["ForwardRoute", "Forwarding", "build_subscription"]
+__all__ = ["ForwardRoute", "Forwarding", "forward_subscription"]
 
 logger = ns_logger("EventBus")
 
@@ -51,11 +51,12 @@ class ForwardRoute:
         return f"<ForwardRoute {self.__qualname__}>"
 
 
-def build_subscription(
+def forward_subscription(
     spec: Forward, default_retry: RetryPolicy | None
-) -> tuple[Subscription, Any, ForwardRoute]:
+) -> tuple[Subscription, Any]:
     """The subscription of ``spec`` (retry: its own, else ``default_retry``, else
-    :data:`FORWARD_RETRY`), its schema (typed events), and its route."""
+    :data:`FORWARD_RETRY`), whose handler is its :class:`ForwardRoute`, and its schema
+    (typed events)."""
     name, schema = check_subscription_options(
         spec.event, priority=spec.priority, retry=spec.retry, timeout=spec.timeout
     )
@@ -68,16 +69,15 @@ def build_subscription(
         concurrency=spec.batches_in_flight,
         send_timeout=spec.send_timeout,
     )
-    route = ForwardRoute(forwarder, batcher)
     sub = Subscription(
         name,
-        route,
+        ForwardRoute(forwarder, batcher),
         priority=spec.priority,
         retry=spec.retry or default_retry or FORWARD_RETRY,
         timeout=spec.timeout,
         wrapped=True,
     )
-    return sub, schema, route
+    return sub, schema
 
 
 class Forwarding:
