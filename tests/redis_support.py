@@ -18,8 +18,8 @@ __all__ = ["eventually"]  # for the Redis test modules
 from fastapi_opinionated_eventbus import EventBus
 
 HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parent.parent
-WORKER = HERE / "worker.py"
+REPO_ROOT = HERE.parent
+WORKER = HERE / "redis" / "worker.py"
 PYTHON = sys.executable
 
 
