@@ -34,14 +34,21 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from benchmarks.harness import ERROR, FAILED, OK, UNSUPPORTED, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "moto-server.sh"
 REGION = "us-east-1"
-CREDENTIALS = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
+
+
+class Credentials(TypedDict):
+    aws_access_key_id: str
+    aws_secret_access_key: str
+
+
+CREDENTIALS: Credentials = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
 PAYLOAD = {"order_id": 12345, "customer": "Jane Doe", "total": "99.90", "currency": "EUR"}
 EVENT = "order.paid"
 

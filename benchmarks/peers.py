@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar
 
 from starlette.background import BackgroundTask
@@ -30,7 +30,7 @@ EVENT = "bench.event"
 OTHER_EXACT = 10_000
 OTHER_PATTERNS = 1_000
 
-AsyncHandler = Callable[[Any], Awaitable[None]]
+AsyncHandler = Callable[[Any], Coroutine[Any, Any, None]]
 
 
 def bare[F: Callable[..., Any]](func: F) -> F:

@@ -189,7 +189,7 @@ def served_with_a_broker(
         return {"event_id": result.event_id}
 
     with TestClient(app) as client:
-        document = client.get("/asyncapi.json").json()
+        document: dict[str, Any] = client.get("/asyncapi.json").json()
         sent = client.post("/emit", headers={"X-Correlation-ID": correlation_id}).json()
         deadline = time.monotonic() + timeout
         while True:

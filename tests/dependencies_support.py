@@ -10,6 +10,7 @@ teardown records ``closed <pid>``), ``greeting`` and ``event_id``, and records
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 __all__ = ["DEPS", "MAIN", "assert_resolved_in_one_consumer"]
 
@@ -41,7 +42,9 @@ app.dependency_overrides[get_greeting] = lambda: "overridden hello"
 """
 
 
-def assert_resolved_in_one_consumer(greeted: list[str], closed: list[str], sent: list[str]) -> None:
+def assert_resolved_in_one_consumer(
+    greeted: list[str], closed: list[str], sent: Sequence[str | None]
+) -> None:
     """Both events (``ann`` then ``bob``, ids ``sent``) were handled in one other process,
     with the override and the event's id, and each run's teardown ran there."""
     pids = {line.split()[-1] for line in greeted}

@@ -124,7 +124,8 @@ def built(value: Any) -> Any:
 
 
 def _member(i: int) -> enum.Enum:
-    return [*Color, *Mood, *Level][i]
+    members: list[enum.Enum] = [*Color, *Mood, *Level]
+    return members[i]
 
 
 def _flag(chosen: list[Perm]) -> Perm:
@@ -209,9 +210,9 @@ def same(got: Any, want: Any) -> bool:
             return math.isnan(got)
         return got == want and math.copysign(1, got) == math.copysign(1, want)
     if isinstance(want, Decimal):
-        return got.compare_total(want) == 0  # exact: NaN payloads, -0, exponents
+        return bool(got.compare_total(want) == 0)  # exact: NaN payloads, -0, exponents
     if isinstance(want, datetime | time):
-        return got == want and got.utcoffset() == want.utcoffset() and got.fold == want.fold
+        return bool(got == want and got.utcoffset() == want.utcoffset() and got.fold == want.fold)
     if isinstance(want, enum.Enum):
         return got is want
     if isinstance(want, BaseModel):  # Pydantic's JSON: the same conversions (fold, zone)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 from support import AppDir, Factory, domain
@@ -106,8 +108,9 @@ async def test_async_def_behind_a_plain_decorator_actually_runs() -> None:
     async def handler(value: int) -> None:
         ran.append(value)
 
-    def logged(fn):  # a common decorator written without functools.wraps / markcoroutine
-        def wrapper(*args, **kwargs):
+    # A common decorator written without functools.wraps / markcoroutine.
+    def logged(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             return fn(*args, **kwargs)
 
         return wrapper
@@ -122,7 +125,7 @@ async def test_async_def_behind_a_plain_decorator_actually_runs() -> None:
 async def test_async_generator_handler_is_rejected_or_reported() -> None:
     ran: list[int] = []
 
-    async def agen_handler(value: int):
+    async def agen_handler(value: int) -> AsyncIterator[None]:
         ran.append(value)
         yield
 

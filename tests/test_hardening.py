@@ -140,13 +140,14 @@ async def test_shutdown_accounting_is_exact_and_lost_means_lost() -> None:
         completed.append("thread")
 
     async with started_bus() as bus:
-        for name, handler in [
+        handlers: list[tuple[str, Callable[..., Any]]] = [
             ("quick", quick),
             ("interrupted", interrupted),
             ("swallows", swallows_then_finishes),
             ("stubborn", keeps_running),
             ("thread", in_thread),
-        ]:
+        ]
+        for name, handler in handlers:
             bus.subscribe(name, handler)
         for n in range(5):
             bus.emit_nowait("quick", n)

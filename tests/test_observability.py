@@ -141,7 +141,8 @@ async def _raw_post(app: Any, headers: list[tuple[bytes, bytes]]) -> str:
     async with running(app):
         await app(scope, receive, send)
     start = next(m for m in sent if m["type"] == "http.response.start")
-    return dict(start["headers"])[b"x-correlation-id"].decode()
+    correlation_id: bytes = dict(start["headers"])[b"x-correlation-id"]
+    return correlation_id.decode()
 
 
 async def test_outside_a_request_each_root_event_gets_its_own_correlation_id() -> None:
@@ -282,6 +283,7 @@ async def test_tracing_spans_per_emit_and_per_handler(spans: InMemorySpanExporte
     assert set(by_outcome) == {"ok", "error"}
     failed = by_outcome["error"]
     assert failed.attributes is not None
+    assert isinstance(failed.attributes["eventbus.handler"], str)
     assert failed.attributes["eventbus.handler"].endswith("bad")
     assert failed.attributes["eventbus.attempt"] == 1
     assert any(event.name == "exception" for event in failed.events)

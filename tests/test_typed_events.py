@@ -201,7 +201,7 @@ async def test_typed_event_instances_are_immutable_for_the_handlers_sharing_them
 
     async def tamper(user: UserCreated) -> None:
         try:
-            user.name = "Mallory"  # type: ignore[misc]
+            user.name = "Mallory"
         except ValidationError as exc:
             outcome.append(exc.errors()[0]["type"])
 

@@ -14,6 +14,7 @@ NO_WAIT = RetryPolicy(max_attempts=2, initial_delay=0, jitter=0)
 
 
 def _handler_row(snapshot: dict[str, Any], handler_suffix: str) -> dict[str, Any]:
+    row: dict[str, Any]
     [row] = [h for h in snapshot["handlers"] if h["handler"].endswith(handler_suffix)]
     return row
 

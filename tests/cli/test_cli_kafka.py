@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
 
-from test_cli_redis import JOBS, assert_two_job_letters
+from cli_support import JOBS, assert_two_job_letters
 
 Run = Callable[..., CompletedProcess[str]]
 

@@ -17,7 +17,7 @@ from fastapi_opinionated_eventbus.outbox import outbox_table
 Run = Callable[..., CompletedProcess[str]]
 
 
-def test_outbox_stats(cli: Run, make_app: Callable[..., Path], tmp_path: Path):
+def test_outbox_stats(cli: Run, make_app: Callable[..., Path], tmp_path: Path) -> None:
     root = make_app({"users/__init__.py": ""})
     db = tmp_path / "app.db"
     engine = create_engine(f"sqlite:///{db}")
@@ -45,7 +45,7 @@ def test_outbox_stats(cli: Run, make_app: Callable[..., Path], tmp_path: Path):
     assert "pending" in shown.stdout and "2" in shown.stdout
 
 
-def test_outbox_stats_errors(cli: Run, make_app: Callable[..., Path]):
+def test_outbox_stats_errors(cli: Run, make_app: Callable[..., Path]) -> None:
     root = make_app({"users/__init__.py": ""})
     off = cli(root, "outbox", "stats")
     assert off.returncode == 2

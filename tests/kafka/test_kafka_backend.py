@@ -225,7 +225,8 @@ async def test_garbage_records_are_dead_lettered_and_the_consumer_carries_on(
     assert letters[1].event.id == "x-1" and letters[1].event.name == "job"
 
     async def all_committed() -> bool:
-        return (await consumer.health())["committed_offsets"] == {"0": 3}
+        offsets: dict[str, int] = (await consumer.health())["committed_offsets"]
+        return offsets == {"0": 3}
 
     await eventually(all_committed, what="the garbage records committed")
     # Not replayable: they stay.

@@ -88,7 +88,9 @@ def test_secrets_stay_out_of_repr_and_configuration_errors() -> None:
     bus = EventBus(backend="kafka", kafka_security=SECURITY)
     assert SECRET not in repr(bus.settings) and "'sasl_plain_password': '***'" in repr(bus.settings)
     assert SECRET not in str(bus.settings)
-    for bad in ({**SECURITY, "typo_key": 1}, {**SECURITY, 5: "x"}):
+    # A key the client does not know, and one that is not even a string.
+    bad_securities: tuple[dict[Any, Any], ...] = ({**SECURITY, "typo_key": 1}, {**SECURITY, 5: "x"})
+    for bad in bad_securities:
         with pytest.raises(ConfigurationError) as caught:
             EventBus(backend="kafka", kafka_security=bad)
         assert SECRET not in str(caught.value)

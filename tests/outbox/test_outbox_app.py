@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from outbox_support import Database
 from support import Factory, domain
@@ -84,8 +85,8 @@ def test_route_commits_a_user_and_its_event(
     database: Database,
     app_dir: Callable[..., Path],
     eventbus_app_factory: Factory,
-    monkeypatch,
-):
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("APP_DATABASE_URL", database.async_url)
     root = app_dir({"users/handlers.py": HANDLERS, "users/controllers/controller.py": CONTROLLER})
     app = eventbus_app_factory(

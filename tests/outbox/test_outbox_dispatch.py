@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from outbox_support import (
@@ -41,7 +42,7 @@ class Boom(Exception):
 
 async def test_commit_dispatches_once_with_the_emitters_id(
     database: Database, make_bus: Make, engines: Engines
-):
+) -> None:
     bus = make_bus(database)
     seen = Recorder()
     bus.subscribe("user.created", seen)
@@ -57,12 +58,14 @@ async def test_commit_dispatches_once_with_the_emitters_id(
     assert seen.calls == [(envelope.id, ({"name": "Jane"},))]
     assert await outbox_rows(database) == []  # dispatched rows are deleted
     async with AsyncSession(engine) as session:
-        assert await session.scalar(select(func.count()).where(User.name == "Jane")) >= 1
+        count = await session.scalar(select(func.count()).where(User.name == "Jane"))
+        assert count is not None
+        assert count >= 1
 
 
 async def test_rollback_dispatches_nothing_ever(
     database: Database, make_bus: Make, engines: Engines
-):
+) -> None:
     bus = make_bus(database)
     seen = Recorder()
     bus.subscribe("user.created", seen)
@@ -83,7 +86,7 @@ async def test_rollback_dispatches_nothing_ever(
 
 async def test_exception_in_the_transaction_block_dispatches_nothing(
     database: Database, make_bus: Make, engines: Engines
-):
+) -> None:
     bus = make_bus(database)
     seen = Recorder()
     bus.subscribe("user.created", seen)
@@ -101,7 +104,7 @@ async def test_exception_in_the_transaction_block_dispatches_nothing(
         assert await session.scalar(select(func.count()).where(User.name == "Nobody")) == 0
 
 
-async def test_sync_session_commit_and_rollback(database: Database, make_bus: Make):
+async def test_sync_session_commit_and_rollback(database: Database, make_bus: Make) -> None:
     bus = make_bus(database)
     seen = Recorder()
     bus.subscribe("user.created", seen)
@@ -133,7 +136,7 @@ async def test_sync_session_commit_and_rollback(database: Database, make_bus: Ma
 
 async def test_commit_wakes_the_relay_without_waiting_for_a_poll(
     database: Database, make_bus: Make, engines: Engines
-):
+) -> None:
     bus = make_bus(database, outbox_poll_interval=60.0)
     seen = Recorder()
     bus.subscribe("user.created", seen)
@@ -149,7 +152,7 @@ async def test_commit_wakes_the_relay_without_waiting_for_a_poll(
 
 async def test_rows_committed_elsewhere_are_found_by_polling(
     database: Database, make_bus: Make, engines: Engines
-):
+) -> None:
     bus = make_bus(database, outbox_poll_interval=0.2)
     seen = Recorder()
     bus.subscribe("job", seen)
@@ -166,7 +169,7 @@ async def test_rows_committed_elsewhere_are_found_by_polling(
 
 async def test_outbox_keep_marks_dispatched_rows(
     database: Database, make_bus: Make, engines: Engines
-):
+) -> None:
     bus = make_bus(database, outbox_keep=True)
     seen = Recorder()
     bus.subscribe("order.placed", seen)
@@ -201,7 +204,7 @@ async def _all_dispatched(db: Database, count: int) -> list[dict[str, object]] |
 
 async def test_garbage_row_is_moved_aside_and_rows_behind_it_dispatched(
     database: Database, make_bus: Make, engines: Engines
-):
+) -> None:
     bus = make_bus(database)
     seen = Recorder()
     bus.subscribe("job", seen)
@@ -247,7 +250,7 @@ async def _create_table(db: Database) -> None:
 
 async def test_unencodable_argument_raises_in_the_caller_and_writes_nothing(
     database: Database, make_bus: Make, engines: Engines
-):
+) -> None:
     bus = make_bus(database)
     await bus.start()
     engine = engines(database.async_url)
@@ -267,7 +270,7 @@ class UserCreated(TypedEvent):
 
 async def test_typed_events_are_validated_at_emit_and_arrive_as_models(
     database: Database, make_bus: Make, engines: Engines
-):
+) -> None:
     bus = make_bus(database)
     seen = Recorder()
     bus.subscribe(UserCreated, seen)
@@ -287,7 +290,7 @@ async def test_typed_events_are_validated_at_emit_and_arrive_as_models(
 
 async def test_handler_failures_become_dead_letters_and_the_row_is_done(
     database: Database, make_bus: Make, engines: Engines
-):
+) -> None:
     bus = make_bus(database)
 
     async def broken(n: int) -> None:
@@ -309,7 +312,7 @@ async def _no_rows(db: Database) -> bool:
 
 async def test_savepoint_rollback_keeps_the_outer_transactions_events(
     database: Database, make_bus: Make, engines: Engines
-):
+) -> None:
     bus = make_bus(database, outbox_poll_interval=60.0)
     seen = Recorder()
     bus.subscribe("job", seen)
@@ -327,7 +330,9 @@ async def test_savepoint_rollback_keeps_the_outer_transactions_events(
     assert seen.calls == [(outer.id, ("outer",))]
 
 
-async def test_disabled_bus_writes_nothing(database: Database, make_bus: Make, engines: Engines):
+async def test_disabled_bus_writes_nothing(
+    database: Database, make_bus: Make, engines: Engines
+) -> None:
     bus = make_bus(database, disabled=True)
     await bus.start()
     engine = engines(database.async_url)
@@ -338,26 +343,28 @@ async def test_disabled_bus_writes_nothing(database: Database, make_bus: Make, e
     assert await outbox_rows(database) == []
 
 
-def test_outbox_off_says_how_to_enable_it():
+def test_outbox_off_says_how_to_enable_it() -> None:
     bus = EventBus()
     with pytest.raises(ConfigurationError) as caught:
-        bus.outbox(object())
+        bus.outbox(object())  # type: ignore[call-overload]  # deliberately not a session
     message = str(caught.value)
     assert "outbox_url" in message and "EVENTBUS_OUTBOX_URL" in message
     assert "[outbox]" in message
 
 
-async def test_outbox_takes_sessions_only(database: Database, make_bus: Make, engines: Engines):
+async def test_outbox_takes_sessions_only(
+    database: Database, make_bus: Make, engines: Engines
+) -> None:
     bus = make_bus(database)
     engine = engines(database.async_url)
     async with engine.connect() as conn:
         with pytest.raises(TypeError, match="Session or AsyncSession"):
-            bus.outbox(conn)
+            bus.outbox(conn)  # type: ignore[call-overload]  # deliberately a connection
 
 
 async def test_missing_table_without_create_is_a_clear_startup_error(
     database: Database, make_bus: Make
-):
+) -> None:
     bus = make_bus(database, outbox_create_table=False)
     with pytest.raises(ConfigurationError, match=rf"{database.table}.*does not exist"):
         await bus.start()
@@ -365,7 +372,7 @@ async def test_missing_table_without_create_is_a_clear_startup_error(
 
 async def test_alembic_style_table_from_the_apps_metadata(
     database: Database, make_bus: Make, engines: Engines
-):
+) -> None:
     # What a migration made from outbox_table(metadata) creates; the relay only uses it.
     metadata = MetaData()
     table = outbox_table(metadata, database.table)
@@ -387,8 +394,12 @@ async def test_alembic_style_table_from_the_apps_metadata(
 
 
 async def test_session_on_another_database_is_warned_about(
-    sqlite_database: Database, make_bus: Make, tmp_path, caplog, engines: Engines
-):
+    sqlite_database: Database,
+    make_bus: Make,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    engines: Engines,
+) -> None:
     bus = make_bus(sqlite_database)
     await bus.start()
     other = tmp_path / "other.db"
@@ -403,7 +414,9 @@ async def test_session_on_another_database_is_warned_about(
     assert "other.db" in warnings[0]
 
 
-async def test_many_rows_in_one_transaction(database: Database, make_bus: Make, engines: Engines):
+async def test_many_rows_in_one_transaction(
+    database: Database, make_bus: Make, engines: Engines
+) -> None:
     bus = make_bus(database, outbox_batch_size=50)
     seen = Recorder()
     bus.subscribe("job", seen)
@@ -427,7 +440,7 @@ async def test_many_rows_in_one_transaction(database: Database, make_bus: Make, 
 
 async def test_a_closed_bus_refuses_stored_events_and_its_relay_keeps_the_rows(
     sqlite_database: Database, make_bus: Make, engines: Engines
-):
+) -> None:
     bus = make_bus(sqlite_database)
     bus.subscribe("job", Recorder())
     await bus.start()

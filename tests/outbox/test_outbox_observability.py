@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from outbox_support import Database, Engines, Make, eventually
@@ -24,7 +25,7 @@ def _gauge(collector: PrometheusCollector, name: str) -> float | None:
 
 async def test_pending_rows_and_oldest_age_gauges(
     database: Database, make_bus: Make, engines: Engines
-):
+) -> None:
     bus = make_bus(database, metrics="prometheus")
     collector = bus.metrics
     assert isinstance(collector, PrometheusCollector)
@@ -56,20 +57,22 @@ async def test_pending_rows_and_oldest_age_gauges(
     assert _gauge(collector, "eventbus_outbox_oldest_age_seconds") == 0.0
 
 
-def test_no_outbox_gauges_without_the_outbox():
+def test_no_outbox_gauges_without_the_outbox() -> None:
     bus = EventBus(metrics="prometheus")
     assert isinstance(bus.metrics, PrometheusCollector)
     assert b"outbox" not in bus.metrics.exposition()[0]
 
 
-async def test_health_of_a_bus_that_has_not_started(sqlite_database: Database, make_bus: Make):
+async def test_health_of_a_bus_that_has_not_started(
+    sqlite_database: Database, make_bus: Make
+) -> None:
     health = await make_bus(sqlite_database).health()
     assert health["outbox"]["relaying"] is False
     assert health["outbox"]["error"] == "not started"
     assert health["outbox"]["table"] == sqlite_database.table
 
 
-def test_configuration_errors_name_the_option_and_hide_the_password():
+def test_configuration_errors_name_the_option_and_hide_the_password() -> None:
     secret = "s3cr3t-pw"
     cases = {
         f"sqlite+pysqlite:///{secret}.db": "async driver",
@@ -91,7 +94,9 @@ def test_configuration_errors_name_the_option_and_hide_the_password():
     assert secret not in str(caught.value)
 
 
-def test_options_from_environment_variables(monkeypatch, tmp_path):
+def test_options_from_environment_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("EVENTBUS_OUTBOX_URL", f"sqlite:///{tmp_path}/env.db")
     monkeypatch.setenv("EVENTBUS_OUTBOX_TABLE", "events_out")
     monkeypatch.setenv("EVENTBUS_OUTBOX_KEEP", "true")
@@ -103,7 +108,7 @@ def test_options_from_environment_variables(monkeypatch, tmp_path):
     assert s.outbox_url == f"sqlite:///{tmp_path}/env.db"  # the relay adds aiosqlite
 
 
-def test_sqlalchemy_is_not_imported_without_the_outbox(tmp_path):
+def test_sqlalchemy_is_not_imported_without_the_outbox(tmp_path: Path) -> None:
     script = """
 import asyncio, sys
 from fastapi_opinionated_eventbus import EventBus

@@ -23,7 +23,7 @@ Workers = Callable[..., Worker]
 
 async def test_emitter_killed_after_commit_a_fresh_process_dispatches(
     database: Database, workers: Workers
-):
+) -> None:
     emitter = workers(database, "emit-then-die", "emitter", outbox_poll_interval=0.1)
     event_id = await emitter.ready()
     assert await asyncio.to_thread(emitter.wait_dead) == -signal.SIGKILL, emitter.output()
@@ -57,7 +57,7 @@ def _write_jobs(bus: EventBus, db: Database, count: int) -> list[str]:
 
 async def test_two_processes_relay_one_postgresql_table_each_row_once(
     pg_database: Database, workers: Workers, make_bus: Make
-):
+) -> None:
     options = {"outbox_poll_interval": 0.05, "outbox_batch_size": 50, "handler_delay": 0.002}
     first = workers(pg_database, "relay", "a", **options)
     second = workers(pg_database, "relay", "b", **options)
@@ -81,7 +81,7 @@ async def test_two_processes_relay_one_postgresql_table_each_row_once(
 
 async def test_relay_killed_mid_batch_another_relay_takes_its_rows(
     pg_database: Database, workers: Workers, make_bus: Make
-):
+) -> None:
     stuck = workers(pg_database, "relay", "stuck", hang=True, outbox_poll_interval=0.1)
     await stuck.ready()
     writer = make_bus(pg_database)
@@ -118,8 +118,11 @@ def private_postgres() -> Iterator[tuple[PostgresServer, Database]]:
 
 
 async def test_relay_reconnects_after_a_postgresql_restart(
-    private_postgres: tuple[PostgresServer, Database], make_bus: Make, caplog, engines: Engines
-):
+    private_postgres: tuple[PostgresServer, Database],
+    make_bus: Make,
+    caplog: pytest.LogCaptureFixture,
+    engines: Engines,
+) -> None:
     server, db = private_postgres
     bus = make_bus(db)
     seen = Recorder()
@@ -148,7 +151,7 @@ async def test_relay_reconnects_after_a_postgresql_restart(
 
 async def test_second_relay_on_one_sqlite_file_stands_by_then_takes_over(
     sqlite_database: Database, workers: Workers, make_bus: Make
-):
+) -> None:
     first = workers(sqlite_database, "relay", "first", outbox_poll_interval=0.1)
     await first.ready()
     second = workers(sqlite_database, "relay", "second", outbox_poll_interval=0.1)

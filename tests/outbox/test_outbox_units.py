@@ -27,11 +27,11 @@ from fastapi_opinionated_eventbus.outbox._wake import arm
         ("sqlite+aiosqlite:///app.db", "sqlite+aiosqlite"),
     ],
 )
-def test_plain_urls_get_the_async_driver(given: str, used: str):
+def test_plain_urls_get_the_async_driver(given: str, used: str) -> None:
     assert async_url(given).drivername == used
 
 
-def test_unusable_urls_are_refused_without_the_password():
+def test_unusable_urls_are_refused_without_the_password() -> None:
     for url in ("sqlite+pysqlite:///x.db", "sqlite:///:memory:", "sqlite://"):
         with pytest.raises(ConfigurationError, match="outbox_url"):
             async_url(url)
@@ -40,7 +40,7 @@ def test_unusable_urls_are_refused_without_the_password():
     assert "hunter22" not in str(caught.value)
 
 
-def test_same_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_same_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     relative = make_url("sqlite:///./app.db")
     absolute = make_url(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
@@ -53,7 +53,7 @@ def test_same_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert sqlite_file(make_url("sqlite://")) is None
 
 
-def test_relay_lock_is_exclusive_and_released(tmp_path: Path):
+def test_relay_lock_is_exclusive_and_released(tmp_path: Path) -> None:
     database = tmp_path / "app.db"
     first, second = RelayLock(database), RelayLock(database)
     assert first.path == tmp_path / "app.db.eventbus-relay.lock"
@@ -64,7 +64,7 @@ def test_relay_lock_is_exclusive_and_released(tmp_path: Path):
     second.release()
 
 
-def test_describe_error_is_one_safe_line():
+def test_describe_error_is_one_safe_line() -> None:
     url = "postgresql://app:hunter22@db/app"
     exc = OperationalError("SELECT 1", {}, ValueError("login as app:hunter22 failed\nat line 2"))
     assert describe_error(exc, url) == "ValueError: login as app:*** failed"
@@ -79,7 +79,7 @@ class Bell:
         self.rings += 1
 
 
-def test_commit_rings_rollback_does_not_savepoint_rollback_keeps_the_outer_ring():
+def test_commit_rings_rollback_does_not_savepoint_rollback_keeps_the_outer_ring() -> None:
     engine = create_engine("sqlite://")
     bell = Bell()
     with Session(engine) as session:

@@ -7,12 +7,12 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from redis_support import eventually
+from redis_support import Hash, eventually
 from support import EXAMPLE_APP, check_activity, two_uvicorn_workers, wait_until_serving
 
 from fastapi_opinionated_eventbus import EventBus
@@ -78,7 +78,7 @@ def orders_app(app_dir: Callable[..., Path], url: str = "", prefix: str = "") ->
 
 
 async def handled(redis: aioredis.Redis, prefix: str) -> dict[str, int]:
-    counts = await redis.hgetall(f"{prefix}:handled")
+    counts = cast(Hash, await redis.hgetall(f"{prefix}:handled"))
     return {key.decode(): int(value) for key, value in counts.items()}
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, cast
 
 import pytest
 import redis.asyncio as aioredis
-from redis_support import Make, eventually
+from redis_support import Entries, Make, eventually
 from support import RedisServer
 
 from fastapi_opinionated_eventbus import (
@@ -165,7 +165,7 @@ async def test_garbage_entries_are_dead_lettered_and_the_consumer_carries_on(
     await eventually(lambda: _zero(pending(redis, prefix)), what="all entries acknowledged")
 
 
-async def _zero(value: Any) -> bool:
+async def _zero(value: Awaitable[int]) -> bool:
     return await value == 0
 
 
@@ -306,7 +306,7 @@ async def test_stop_leaves_unfinished_entries_for_another_consumer(
     assert await pending(redis, prefix) == 1  # not acknowledged: not lost
     # connect() only: an inspecting process (the CLI) joins no group.
     probe = make_bus(redis_consumer="probe")
-    await probe.backend.connect()  # type: ignore[union-attr]
+    await probe.backend.connect()
     report = await probe.health()
     assert report["pending_by_consumer"] == {"first": 1} and report["in_flight"] == 0
 
@@ -510,7 +510,7 @@ async def test_emit_many_stores_the_batch_in_order_and_refuses_it_whole(
     assert await redis.xlen(stream(prefix)) == 0  # nothing was sent
     results = await bus.emit_many([("batch.item", n) for n in range(50)])
     assert all(r.published for r in results)
-    entries = await redis.xrange(stream(prefix))
+    entries = cast(Entries, await redis.xrange(stream(prefix)))
     assert [e[1][b"id"].decode() for e in entries] == [r.event_id for r in results]
     await asyncio.wait_for(done.wait(), 20)
     assert sorted(got) == list(range(50))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import httpx
 import redis.asyncio as aioredis
@@ -81,7 +82,8 @@ async def test_a_consumer_process_resolves_the_handlers_dependencies(
             await producer.aclose()
 
         async def read(key: str) -> list[str] | None:
-            found = [item.decode() for item in await redis.lrange(f"{prefix}:{key}", 0, -1)]
+            items = cast("list[bytes]", await redis.lrange(f"{prefix}:{key}", 0, -1))
+            found = [item.decode() for item in items]
             return found if len(found) >= 2 else None
 
         lines = await eventually(lambda: read("greeted"), timeout=30, what="both handled")

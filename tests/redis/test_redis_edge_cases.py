@@ -4,11 +4,11 @@ passwords in odd URLs, and handlers still running when shutdown begins."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
-from redis_support import Make, eventually
+from redis_support import Entries, Make, eventually
 
 from fastapi_opinionated_eventbus import (
     ConfigurationError,
@@ -155,6 +155,7 @@ async def test_a_handler_in_flight_at_shutdown_may_still_emit_nowait(
     await eventually(shutting_down, timeout=5, what="shutdown to begin")
     gate.set()
     await asyncio.wait_for(shutdown, 20)
-    names = [fields[b"name"] for _, fields in await redis.xrange(stream(prefix))]
+    entries = cast(Entries, await redis.xrange(stream(prefix)))
+    names = [fields[b"name"] for _, fields in entries]
     assert await redis.xlen(dead(prefix)) == 0
     assert b"follow.up" in names

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
-from redis_support import Make, eventually
+from redis.typing import EncodableT, FieldT
+from redis_support import Entries, Make, eventually
 from support import HOSTILE_IDENTITIES, assert_nothing_forged, hostile_body
 
 
@@ -34,7 +36,7 @@ async def test_a_hostile_entry_is_dead_lettered_at_once_and_forges_no_log_line(
     redis: aioredis.Redis,
     prefix: str,
     caplog: pytest.LogCaptureFixture,
-    fields: dict[str, bytes],
+    fields: dict[FieldT, EncodableT],
 ) -> None:
     done = asyncio.Event()
 
@@ -56,7 +58,7 @@ async def test_a_hostile_entry_is_dead_lettered_at_once_and_forges_no_log_line(
         return int(await redis.xlen(dead(prefix))) == 1
 
     await eventually(dead_lettered, timeout=10, what="the hostile entry dead-lettered")
-    [(_, letter)] = await redis.xrange(dead(prefix))
+    [(_, letter)] = cast(Entries, await redis.xrange(dead(prefix)))
     assert letter[b"reason"].startswith(b"malformed entry: ")
     assert letter[b"deliveries"] == b"1"
     assert_nothing_forged(caplog)

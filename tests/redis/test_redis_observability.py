@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from redis_support import Make, eventually
@@ -37,18 +38,18 @@ async def test_consumer_spans_join_the_emitters_trace_and_keep_its_correlation_i
         request_correlation_id.reset(token)
     await asyncio.wait_for(done.wait(), 20)
 
-    def finished(name: str) -> list[object]:
+    def finished(name: str) -> list[ReadableSpan]:
         return [s for s in spans.get_finished_spans() if s.name == name]
 
-    async def handler_span_finished() -> list[object] | None:
+    async def handler_span_finished() -> list[ReadableSpan] | None:
         return finished("eventbus handle traced.remote") or None
 
     [handle] = await eventually(handler_span_finished, timeout=10, what="the handler span")
     [emit] = finished("eventbus emit traced.remote")
     assert seen == [(result.event_id, "req-77")]
     request = request_span.get_span_context()
-    assert emit.context.trace_id == request.trace_id  # type: ignore[attr-defined]
-    assert emit.kind == SpanKind.PRODUCER  # type: ignore[attr-defined]
-    assert handle.context.trace_id == request.trace_id  # type: ignore[attr-defined]
-    assert handle.parent.span_id == emit.context.span_id  # type: ignore[attr-defined]
-    assert handle.kind == SpanKind.CONSUMER  # type: ignore[attr-defined]
+    assert emit.context.trace_id == request.trace_id
+    assert emit.kind == SpanKind.PRODUCER
+    assert handle.context.trace_id == request.trace_id
+    assert handle.parent.span_id == emit.context.span_id
+    assert handle.kind == SpanKind.CONSUMER

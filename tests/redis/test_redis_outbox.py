@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from typing import cast
 
 import redis.asyncio as aioredis
-from redis_support import Make, Worker, eventually
+from redis_support import Hash, Make, Worker, eventually
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from support import Postgres, commit_three_and_roll_one_back
@@ -20,7 +21,7 @@ async def test_committed_events_reach_a_consumer_in_another_process(
     workers: Callable[..., Worker],
     redis: aioredis.Redis,
     prefix: str,
-):
+) -> None:
     consumer = workers("consumer")
     await consumer.ready(redis)
     table = f"outbox_{uuid.uuid4().hex[:10]}"
@@ -31,7 +32,7 @@ async def test_committed_events_reach_a_consumer_in_another_process(
         committed, rolled_back = await commit_three_and_roll_one_back(bus, engine)
 
         async def handled() -> dict[bytes, bytes]:
-            return await redis.hgetall(f"{prefix}:handled")  # type: ignore[no-any-return]
+            return cast(Hash, await redis.hgetall(f"{prefix}:handled"))
 
         async def all_handled() -> bool:
             return ids <= set(await handled())

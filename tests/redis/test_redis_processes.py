@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
-from redis_support import Worker, eventually
+from redis_support import Hash, Worker, eventually
 from support import RedisServer
 
 from fastapi_opinionated_eventbus import EventBus
@@ -43,7 +43,7 @@ async def emitter(redis_url: str, prefix: str) -> AsyncIterator[Callable[..., An
 
 
 async def handled(redis: aioredis.Redis, prefix: str) -> dict[str, int]:
-    counts = await redis.hgetall(f"{prefix}:handled")
+    counts = cast(Hash, await redis.hgetall(f"{prefix}:handled"))
     return {key.decode(): int(value) for key, value in counts.items()}
 
 
@@ -112,7 +112,7 @@ async def test_a_killed_workers_event_is_redelivered_to_the_other_worker(
     result = await bus.emit("job", {"hang": True})
 
     async def in_handler() -> bytes | None:
-        value: bytes | None = await redis.get(f"{prefix}:in-handler")
+        value = cast("bytes | None", await redis.get(f"{prefix}:in-handler"))
         return value
 
     holder, event_id = (await eventually(in_handler, what="a worker to enter the handler")).split()

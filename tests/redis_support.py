@@ -18,8 +18,15 @@ __all__ = ["eventually"]  # for the Redis test modules
 from fastapi_opinionated_eventbus import EventBus
 
 HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parent.parent
-WORKER = HERE / "worker.py"
+REPO_ROOT = HERE.parent
+
+# The tests' clients keep decode_responses off, so every reply is bytes: redis-py's types
+# (bytes | str, optional) cannot know it. Casts to these say so, as the backend's own do.
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+"""An XRANGE reply: (entry id, fields) pairs."""
+Hash = dict[bytes, bytes]
+"""An HGETALL reply."""
+WORKER = HERE / "redis" / "worker.py"
 PYTHON = sys.executable
 
 

@@ -17,8 +17,8 @@ from support import eventually, stop_process
 __all__ = ["KafkaBroker", "eventually", "no_kafka"]  # for the Kafka test modules
 
 HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parent.parent
-WORKER = HERE / "worker.py"
+REPO_ROOT = HERE.parent
+WORKER = HERE / "kafka" / "worker.py"
 PYTHON = sys.executable
 
 # Group timings for tests: a dead member is noticed within seconds, not the default 10 s.

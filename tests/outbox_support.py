@@ -97,7 +97,7 @@ def users_table(name: str) -> Table:
 
 
 HERE = Path(__file__).resolve().parent
-WORKER = HERE / "worker.py"
+WORKER = HERE / "outbox" / "worker.py"
 
 
 class Worker:
@@ -124,7 +124,7 @@ class Worker:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, str(WORKER), json.dumps(config)],
-                cwd=HERE.parent.parent,
+                cwd=HERE.parent,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
