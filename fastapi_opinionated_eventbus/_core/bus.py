@@ -105,7 +105,7 @@ class EventBus(Subscribing):
         self._overrides_provider = dependency_overrides_provider
         self._own_overrides: dict[Callable[..., Any], Callable[..., Any]] = {}
         self._dispatcher.dependency_overrides = self._current_overrides
-        port = BusPort(self._registry, self._dispatcher, app_name=app_name, taps=self._taps)
+        port = BusPort(self._registry, self._dispatcher, app_name=app_name)
         self._backend: Backend = create_backend(s, port)
         self._publish = self._backend.publish
         self._check = self._backend.check

@@ -32,12 +32,10 @@ class BusPort:
         dispatcher: Dispatcher,
         *,
         app_name: str | None,
-        taps: list[Callable[[EventEnvelope], None]],
     ) -> None:
         self._registry = registry
         self._dispatcher = dispatcher
         self._app_name = app_name
-        self._taps = taps  # the bus's own list: taps added later are seen here too
         # The dispatcher's own bound method: an in-process backend's publish adds no frame.
         self.run: Callable[[EventEnvelope, Plan], Coroutine[Any, Any, EmitResult]]
         self.run = dispatcher.run
@@ -71,8 +69,8 @@ class BusPort:
             plan = plan.only(broadcast=broadcast)
         if not plan.count:
             return EmitResult(envelope, 0)
-        for tap in self._taps:
-            tap(envelope)
+        # No tap here: taps see emits (the emitting process taps before publishing), so an
+        # event this process emitted and then consumed is recorded once.
         return await self._dispatcher.run(envelope, plan)
 
     async def replay(self, letter: DeadLetter) -> EmitResult | None:

@@ -20,6 +20,7 @@ from fastapi_opinionated_eventbus import (
     TypedEvent,
     current_event,
 )
+from fastapi_opinionated_eventbus.testing import EventRecorder
 
 GROUP = "eventbus"
 
@@ -52,6 +53,25 @@ async def test_an_emitted_event_is_handled_by_a_consumer(make_bus: Make) -> None
     assert result.published and result.handled == 0
     await asyncio.wait_for(done.wait(), 20)
     assert seen == [({"id": 1}, "signup", result.event_id, 1)]
+
+
+async def test_a_recorder_sees_an_event_once_though_this_process_also_consumes_it(
+    make_bus: Make,
+) -> None:
+    """The recorder records emits: the same event coming back from the stream to this
+    process's consumer is not recorded a second time."""
+    done = asyncio.Event()
+
+    async def handler(n: int) -> None:
+        done.set()
+
+    bus = make_bus()
+    bus.subscribe("user.created", handler)
+    await bus.start()
+    with EventRecorder().recording(bus) as events:
+        result = await bus.emit("user.created", 1)
+        await asyncio.wait_for(done.wait(), 20)
+    assert [(event.name, event.id) for event in events] == [("user.created", result.event_id)]
 
 
 async def test_background_emits_are_published_too(make_bus: Make) -> None:
