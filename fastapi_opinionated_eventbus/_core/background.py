@@ -152,6 +152,8 @@ class BackgroundQueue:
             self._handed_over -= 1
             if self.state is Lifecycle.CLOSED:  # handed over just before shutdown gave up
                 self.count_lost(item[0], "arrived from a thread after shutdown")
+                if not self.pending:  # it was the last in flight: end the waits now
+                    self._wake_idle_waiters()
                 return
             self._pending += 1
         self._queue.append(item)

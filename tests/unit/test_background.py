@@ -484,3 +484,14 @@ async def test_an_event_handed_over_after_shutdown_is_counted_lost(harness: Harn
     assert harness.counters()["lost"] == 1
     assert harness.counters()["pending"] == 0
     assert harness.counters()["handled"] == 0
+
+
+async def test_a_waiter_is_woken_when_a_late_hand_over_is_counted_lost(harness: Harness) -> None:
+    """The last event in flight, handed over just before shutdown and lost on arrival,
+    ends the wait at once: a waiter does not sit out its whole timeout."""
+    waiter = asyncio.create_task(harness.queue.wait_idle(None))  # runs before the hand-over
+    assert submit_from_thread(harness, ["late"]) == ["accepted"]
+    await harness.queue.cancel_all()  # before the loop accepted the hand-over
+
+    assert await asyncio.wait_for(waiter, 5) == 0
+    assert [event.name for event in harness.lost] == ["late"]
