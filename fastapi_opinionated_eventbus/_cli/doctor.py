@@ -15,6 +15,7 @@ from typing import Any
 
 from .._core.bus import EventBus
 from .._core.settings import BusSettings
+from .._text import loggable
 from ..plugin import PLUGIN_PATH
 from .connect import THIS_PROCESS_KEYS, target_of, with_bus
 from .discovery import (
@@ -170,6 +171,7 @@ def _check_backend(root: Path, settings: BusSettings) -> list[Finding]:
     except CliError as exc:
         return [Finding("error", str(exc)), *notes]
     name = health.get("backend", settings.backend)
+    notes += [Finding("warning", loggable(str(w))) for w in health.get("warnings") or ()]
     if not health.get("reachable", False):
         reason = health.get("error") or "no reason given"
         return [Finding("error", f"the {name} backend is unreachable: {reason}"), *notes]

@@ -70,6 +70,9 @@ class BackendHealth(TypedDict, total=False):
     """Dead letters stored (None when the broker could not be asked)."""
     in_flight: int
     """Events received by this process whose handlers are still running."""
+    warnings: list[str]
+    """What the broker answered that the app should fix (e.g. a missing topic it will not
+    create); the CLI's ``doctor`` shows each as a warning."""
 
 
 class ServerInfo(TypedDict):

@@ -115,6 +115,30 @@ def test_publish_inspect_replay_and_purge(
     assert json.loads(cli(root, "dead-letters", "list", "--json", **env).stdout) == []
 
 
+def test_doctor_warns_of_topics_the_app_will_not_create(
+    cli: Run, make_app: Callable[..., Path], kafka_servers: str
+) -> None:
+    root, title = jobs_app(make_app)  # a title of its own: its topics do not exist yet
+    slug = title.lower().replace(" ", "-")
+    env = {"EVENTBUS_BACKEND": "kafka", "EVENTBUS_KAFKA_BOOTSTRAP_SERVERS": kafka_servers}
+
+    off = cli(root, "doctor", "--json", **env, EVENTBUS_KAFKA_CREATE_TOPICS="false")
+    warnings = [f["message"] for f in json.loads(off.stdout)["findings"] if f["level"] == "warning"]
+    assert [w for w in warnings if "kafka_create_topics" in w] == [
+        f"topic '{slug}.events' does not exist and kafka_create_topics is off: create it "
+        "before the app starts",
+        f"topic '{slug}.events.dlq' does not exist and kafka_create_topics is off: create it "
+        "before the app starts",
+    ]
+    assert off.returncode == 0  # a warning: the app may still be deployed after its topics
+
+    # With the default, the app creates its topics when it starts: nothing to warn about.
+    on = cli(root, "doctor", "--json", **env)
+    findings = json.loads(on.stdout)["findings"]
+    assert not [f for f in findings if f["level"] != "ok" and "topic" in f["message"]]
+    assert on.returncode == 0
+
+
 def test_kafka_security_secrets_never_reach_the_output(
     cli: Run, make_app: Callable[..., Path], kafka_servers: str
 ) -> None:

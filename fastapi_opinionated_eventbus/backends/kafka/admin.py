@@ -1,17 +1,18 @@
 """Topics: created at startup when missing (``kafka_create_topics``), with the configured
-partitions and a replication factor that fits the cluster."""
+partitions and a replication factor that fits the cluster; else reported missing."""
 
 from __future__ import annotations
 
 import asyncio
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from fastapi_opinionated.shared.logger import ns_logger
 
 from .config import KafkaConfig
 
-__all__ = ["ensure_topics", "probe"]
+__all__ = ["ensure_topics", "missing_topics", "probe"]
 
 logger = ns_logger("EventBus.kafka")
 
@@ -70,3 +71,14 @@ async def probe(config: KafkaConfig, timeout: float) -> tuple[str | None, set[st
                 await admin.close()
         except Exception:
             logger.debug("closing a Kafka admin client failed", exc_info=True)
+
+
+def missing_topics(client: AIOKafkaConsumer, config: KafkaConfig) -> list[str]:
+    """A warning per topic of the app that ``client``'s last metadata lacks, for when
+    nobody will create it (``kafka_create_topics`` off)."""
+    return [
+        f"topic {topic!r} does not exist and kafka_create_topics is off: create it before "
+        "the app starts"
+        for topic in (config.topic, config.dead_letter_topic)
+        if not client.partitions_for_topic(topic)
+    ]

@@ -33,7 +33,7 @@ from ..backoff import keep_trying
 from ..base import BackendHealth, BackendPort, ServerInfo, StopReport, start_in_context
 from ..broker import encode_batch, not_started, register_handler_types
 from . import wire
-from .admin import ensure_topics
+from .admin import ensure_topics, missing_topics
 from .broadcast import BroadcastReader
 from .config import KafkaConfig, is_fatal
 from .consumer import GroupConsumer
@@ -370,6 +370,8 @@ class KafkaBackend:
                 report["reachable"] = True
                 partitions = sorted(inspector.partitions_for_topic(self.config.topic) or ())
                 report["partitions"] = len(partitions) or None
+                if not self._settings.kafka_create_topics:
+                    report["warnings"] = missing_topics(inspector, self.config)
                 for partition in partitions:
                     tp = TopicPartition(self.config.topic, partition)
                     report["committed_offsets"][str(partition)] = await inspector.committed(tp)
