@@ -15,7 +15,8 @@ instead of one per partition (what Kafka's own clients do for records without a 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Coroutine, Generator, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -23,6 +24,7 @@ from aiokafka.errors import KafkaError
 from ..._core.errors import BackendUnavailable
 from ..._core.interruption import Interruption, note_interruption
 from .config import KafkaConfig
+from .deadlines import Deadlines
 from .wire import Outgoing
 
 __all__ = ["Publisher"]
@@ -36,6 +38,7 @@ class Publisher:
         self._config = config
         self._topic = config.topic
         self._timeout = timeout
+        self._deadlines = Deadlines(timeout)
         self.unacknowledged: set[asyncio.Future[object]] = set()
         """Records handed to the producer whose acknowledgement is awaited now: from then
         on the producer sends them whenever it can, so each may be stored (unconfirmed)
@@ -73,10 +76,45 @@ class Publisher:
             ``may_be_stored`` once the record was handed to the producer, which may still
             deliver it afterwards.
         """
+        key, value, headers, own_key = record
+        appending = self._producer.send(
+            self._topic, value, key=key, headers=headers, partition=self._partition(own_key)
+        )
+        try:
+            # send() only appends to a batch unless it must wait (metadata, a full
+            # buffer): stepped here, the common case needs no timer of its own.
+            waiting_on = appending.send(None)
+        except StopIteration as appended:
+            sent: asyncio.Future[object] = appended.value
+        except KafkaError as exc:
+            raise self.refused(repr(name), exc, may_be_stored=False) from None
+        else:
+            await self._publish_slowly(appending, waiting_on, name)
+            return
+        self.unacknowledged.add(sent)
+        try:
+            if not await self._deadlines.wait(sent):
+                raise TimeoutError
+            sent.result()
+        except TimeoutError:
+            raise self.timed_out(repr(name), may_be_stored=True) from None
+        except asyncio.CancelledError:
+            note_interruption(Interruption.UNCONFIRMED)  # the producer still holds it
+            raise
+        except KafkaError as exc:
+            raise self.refused(repr(name), exc, may_be_stored=_maybe(sent, exc)) from None
+        finally:
+            self._settle(sent)
+
+    async def _publish_slowly(
+        self, appending: Coroutine[Any, Any, asyncio.Future[object]], waiting_on: Any, name: str
+    ) -> None:
+        """:meth:`publish` once ``send()`` had to wait: the rest under one timeout."""
         sent: asyncio.Future[object] | None = None
         try:
             async with asyncio.timeout(self._timeout):
-                sent = await self._send(record)
+                sent = await _Rest(appending, waiting_on)
+                self.unacknowledged.add(sent)
                 await asyncio.shield(sent)
         except TimeoutError:
             raise self.timed_out(repr(name), may_be_stored=sent is not None) from None
@@ -165,6 +203,32 @@ class Publisher:
             f"{self._config.describe(exc)}{_before(stored_before)}",
             may_be_stored=may_be_stored,
         )
+
+
+class _Rest:
+    """``await _Rest(coro, waiting_on)``: the rest of ``coro``, whose first step (which
+    yielded ``waiting_on``) ran already, in the awaiting task."""
+
+    __slots__ = ("_coro", "_waiting_on")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], waiting_on: Any) -> None:
+        self._coro, self._waiting_on = coro, waiting_on
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, waiting_on = self._coro, self._waiting_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except BaseException as exc:  # cancellation: forwarded to the coroutine
+                try:
+                    waiting_on = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    waiting_on = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
 
 
 def _maybe(sent: asyncio.Future[object] | None, error: BaseException) -> bool:
