@@ -217,8 +217,12 @@ class Codec:
                 body = json.loads(raw_body, object_hook=lambda obj: self._tagged(obj, schema))
             elif raw_body.startswith(b'{"'):
                 # What json.loads does with these bytes (UTF-8: no BOM, no NUL among the
-                # first two), without detecting the encoding: -0.7 of its 3.7 µs.
-                body = _DECODER.decode(raw_body.decode("utf-8", "surrogatepass"))
+                # first two), without detecting the encoding nor matching whitespace
+                # around a body that has none: 3.7 -> 2.1 µs for a small event.
+                text = raw_body.decode("utf-8", "surrogatepass")
+                body, end = _DECODER.raw_decode(text)
+                if end != len(text):  # trailing whitespace, or extra data: json decides
+                    body = _DECODER.decode(text)
             else:  # nothing tagged (at most a string with "$eb" in it looks tagged here)
                 body = json.loads(raw_body)
         except MalformedEntry:
