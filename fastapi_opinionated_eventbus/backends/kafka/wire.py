@@ -138,9 +138,12 @@ def decode(codec: Codec, record: Any, deliveries: int) -> EventEnvelope:
     if record.value is None:
         raise MalformedEntry("the record has no value (a tombstone?)")
     carried = headers.get(ATTEMPT)
-    try:
-        first = max(int(carried), 1) if carried is not None else 1
-    except ValueError:
+    if carried is None or carried == b"1":  # the common case, without int()
         first = 1
+    else:
+        try:
+            first = max(int(carried), 1)
+        except ValueError:
+            first = 1
     fields = {ID: event_id, NAME: name, BODY: record.value}
     return codec.decode(fields, attempt=first + deliveries - 1)
