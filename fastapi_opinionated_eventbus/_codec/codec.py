@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .._core.envelope import EventEnvelope, check_identity
+from .._core.envelope import EventEnvelope, check_identity, received_envelope
 from .._core.errors import EventSerializationError
 from .models import NotCarried, dump_model
 from .registry import TypeRegistry, known_types, stable_name
@@ -278,16 +278,16 @@ class Codec:
             check_identity(name, event_id, cid, chain)
         except ValueError as exc:
             raise MalformedEntry(str(exc)) from None
-        return EventEnvelope(
+        return received_envelope(
             name,
             tuple(args),
             kwargs,
-            correlation_id=cid,
-            chain=tuple(chain),
-            attempt=attempt,
-            event_id=event_id,
-            emitted_at=float(at),
-            trace={str(k): str(v) for k, v in trace.items()} if trace else None,
+            cid,
+            tuple(chain),
+            attempt,
+            event_id,
+            float(at),
+            {str(k): str(v) for k, v in trace.items()} if trace else None,
         )
 
     def _tagged(self, obj: dict[str, Any], schema: type[BaseModel] | None) -> Any:
