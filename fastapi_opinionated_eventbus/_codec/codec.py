@@ -168,7 +168,8 @@ class Codec:
         for k, v in value.items():
             if type(k) is not str:
                 k = _plain_key(value, k)
-            out[k] = self._value(v, k)
+            # Plain values as _value() returns them, without the call: -0.1 µs each.
+            out[k] = v if type(v) in _PLAIN else self._value(v, k)
         if len(out) != len(value):  # keys that differ only as str subclasses (see _plain_key)
             raise _Refused(value, _merged_keys(value))
         if TAG in out:  # a user's own "$eb" key: escape, so it is not read as a tag
