@@ -8,11 +8,12 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from enum import Enum
+from json.encoder import encode_basestring
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .._core.envelope import EventEnvelope, check_identity
+from .._core.envelope import EventEnvelope, check_identity, received_envelope
 from .._core.errors import EventSerializationError
 from .models import NotCarried, dump_model
 from .registry import TypeRegistry, known_types, stable_name
@@ -28,6 +29,30 @@ TAG_BYTES = b'"$eb"'
 ID, NAME, BODY = b"id", b"name", b"body"
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
+# What json.dumps(body, separators=(",", ":"), ensure_ascii=False) builds on each call
+# (1.3 of its 4.7 µs for a small event), and json.loads's own decoder: built once.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_DECODER = json.JSONDecoder()
+# The C encoder that _ENCODER.encode() makes on each call, made once: 3.3 -> 2.0 µs for
+# a small event. Without circular-reference markers: a body is built afresh by
+# Codec._value (new lists and dicts all the way down; a cycle fails there first).
+c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)  # not in typeshed
+_c_encode = (
+    c_make_encoder(None, _ENCODER.default, encode_basestring, None, ":", ",", False, False, True)
+    if c_make_encoder is not None
+    else None
+)
+# The C scanner decode() calls after matching whitespace (none in a body written here).
+_scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+
+
+def _dumps(body: Any) -> str:
+    if _c_encode is None:  # pragma: no cover - CPython has _json
+        return _ENCODER.encode(body)
+    return "".join(_c_encode(body, 0))
+
+
+_NUMBER = (int, float)  # not int | float: that builds a union on each call
 
 SchemaLookup = Callable[[str], "type[BaseModel] | None"]
 
@@ -101,7 +126,7 @@ class Codec:
             "trace": envelope.trace_context or {},
         }
         try:
-            encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+            encoded = _dumps(body).encode()
             return {ID: envelope.id.encode(), NAME: envelope.name.encode(), BODY: encoded}
         except (ValueError, RecursionError) as exc:
             # An int too long for json, a lone surrogate that is not UTF-8, ...
@@ -143,7 +168,8 @@ class Codec:
         for k, v in value.items():
             if type(k) is not str:
                 k = _plain_key(value, k)
-            out[k] = self._value(v, k)
+            # Plain values as _value() returns them, without the call: -0.1 µs each.
+            out[k] = v if type(v) in _PLAIN else self._value(v, k)
         if len(out) != len(value):  # keys that differ only as str subclasses (see _plain_key)
             raise _Refused(value, _merged_keys(value))
         if TAG in out:  # a user's own "$eb" key: escape, so it is not read as a tag
@@ -211,6 +237,17 @@ class Codec:
         try:
             if TAG_BYTES in raw_body:
                 body = json.loads(raw_body, object_hook=lambda obj: self._tagged(obj, schema))
+            elif raw_body.startswith(b'{"'):
+                # What json.loads does with these bytes (UTF-8: no BOM, no NUL among the
+                # first two), without detecting the encoding nor matching whitespace
+                # around a body that has none: 3.7 -> 2.1 µs for a small event.
+                text = raw_body.decode("utf-8", "surrogatepass")
+                try:
+                    body, end = _scan(text, 0)
+                except StopIteration:
+                    end = -1
+                if end != len(text):  # trailing whitespace, extra data, not JSON: json says
+                    body = _DECODER.decode(text)
             else:  # nothing tagged (at most a string with "$eb" in it looks tagged here)
                 body = json.loads(raw_body)
         except MalformedEntry:
@@ -228,9 +265,9 @@ class Codec:
             if not (
                 isinstance(args, list)
                 and isinstance(kwargs, dict)
-                and isinstance(at, int | float)
+                and isinstance(at, _NUMBER)
                 and isinstance(chain, list)
-                and all(isinstance(c, str) for c in chain)
+                and (not chain or all(isinstance(c, str) for c in chain))
                 and (cid is None or isinstance(cid, str))
                 and isinstance(trace, dict)
             ):
@@ -242,16 +279,16 @@ class Codec:
             check_identity(name, event_id, cid, chain)
         except ValueError as exc:
             raise MalformedEntry(str(exc)) from None
-        return EventEnvelope(
+        return received_envelope(
             name,
             tuple(args),
             kwargs,
-            correlation_id=cid,
-            chain=tuple(chain),
-            attempt=attempt,
-            event_id=event_id,
-            emitted_at=float(at),
-            trace={str(k): str(v) for k, v in trace.items()} or None,
+            cid,
+            tuple(chain),
+            attempt,
+            event_id,
+            float(at),
+            {str(k): str(v) for k, v in trace.items()} if trace else None,
         )
 
     def _tagged(self, obj: dict[str, Any], schema: type[BaseModel] | None) -> Any:

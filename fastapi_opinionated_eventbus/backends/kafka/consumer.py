@@ -51,6 +51,7 @@ from ..unwind import finish_tasks
 from . import wire
 from .config import KafkaConfig, is_transient
 from .dead import DeadLetterTopic
+from .slots import Slots
 from .tracking import PartitionTrack
 
 __all__ = ["GroupConsumer"]
@@ -78,7 +79,7 @@ class GroupConsumer:
         self._dead = dead
         self._max_deliveries = settings.max_deliveries
         self._limit = 4 * settings.kafka_concurrency
-        self._slots = asyncio.Semaphore(settings.kafka_concurrency)
+        self._slots = Slots(settings.kafka_concurrency)
         options = config.consumer_options
         session_ms = options.get("session_timeout_ms", 10_000)
         rebalance_ms = options.get("rebalance_timeout_ms") or session_ms
@@ -282,7 +283,10 @@ class GroupConsumer:
             await asyncio.wait([previous])  # its outcome is its own business
         if track.revoked or self._stopping:
             return  # not started: stays uncommitted for whoever reads it next
-        async with self._slots:
+        slots = self._slots
+        if not slots.try_take():
+            await slots.take()  # all taken: wait for one, first come first served
+        try:
             if track.revoked or self._stopping:
                 return
             task = asyncio.current_task()
@@ -304,6 +308,8 @@ class GroupConsumer:
                 return
             finally:
                 self._running.discard(task)
+        finally:
+            slots.give()
         if self._interrupted:
             self._interrupted.pop(where, None)
         if track.finished(record.offset) and not track.revoked:

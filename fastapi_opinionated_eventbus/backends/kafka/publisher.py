@@ -7,27 +7,37 @@ together in the next one, so concurrent emits share round trips. A batch of even
 Partitions: a record keyed by a typed event's ``__event_key__`` goes where its key hashes
 (aiokafka's partitioner, as every Kafka client does), so one key stays in one partition.
 A record keyed by its own event id (the default) shares its key with no other: it goes
-to the current "sticky" partition, which moves on to the next one every
-``_STICKY_RECORDS`` records. Spread stays even, and records sent together fill one batch
-instead of one per partition (what Kafka's own clients do for records without a key).
+to the current "sticky" partition, which moves on to the next one once a batch's worth
+of records (``max_batch_size`` bytes, by aiokafka's upper estimate of each record) went
+to it, as Kafka's own clients do for records without a key. Spread stays even, records
+sent together fill a few batches instead of one per partition, and none overflows: a
+record that finds its partition's batch full waits in ``send()`` for the next request.
+(Moving on every 256 records did that to 17% of the emits of benchmark scenario 14, 64
+concurrent emits of ~300 bytes: 27 -> 21 µs of CPU per emit, 71% -> 85% of a bare
+aiokafka producer's throughput, with no consumer.)
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import inspect
+from collections.abc import Coroutine, Generator, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from ..._core.errors import BackendUnavailable
 from ..._core.interruption import Interruption, note_interruption
 from .config import KafkaConfig
+from .deadlines import Deadlines
 from .wire import Outgoing
 
 __all__ = ["Publisher"]
 
-_STICKY_RECORDS = 256
+_BATCH_BYTES = inspect.signature(AIOKafkaProducer).parameters["max_batch_size"].default
+_estimate = DefaultRecordBatchBuilder.estimate_size_in_bytes
 
 
 class Publisher:
@@ -36,32 +46,37 @@ class Publisher:
         self._config = config
         self._topic = config.topic
         self._timeout = timeout
+        self._deadlines = Deadlines(timeout)
         self.unacknowledged: set[asyncio.Future[object]] = set()
         """Records handed to the producer whose acknowledgement is awaited now: from then
         on the producer sends them whenever it can, so each may be stored (unconfirmed)
         until the broker answers."""
         self._sticky = 0
         self._sticky_left = 0
+        """Bytes the sticky partition takes before the next one's turn."""
+        self._batch_bytes = int(config.producer_options.get("max_batch_size", _BATCH_BYTES))
 
-    def _partition(self, own_key: bool) -> int | None:
-        """The partition of a record keyed by its event id (``own_key``); None: hash the key."""
+    def _partition(self, record: Outgoing) -> int | None:
+        """The partition of a record keyed by its event id; None: hash the key."""
+        key, value, headers, own_key = record
         if not own_key:
             return None
-        if not self._sticky_left:
+        size = _estimate(key, value, headers)  # an upper bound, batch overhead included
+        if size > self._sticky_left:
             partitions = self._producer.client.cluster.partitions_for_topic(self._topic)
             if not partitions:
                 return None  # no metadata yet: the partitioner waits for it
             self._sticky = (self._sticky + 1) % len(partitions)
-            self._sticky_left = _STICKY_RECORDS
-        self._sticky_left -= 1
+            self._sticky_left = self._batch_bytes
+        self._sticky_left -= size
         return self._sticky
 
     async def _send(self, record: Outgoing) -> asyncio.Future[object]:
         """Hand one record to the producer (it leaves with the next request); its future
         resolves with the broker's acknowledgement."""
-        key, value, headers, own_key = record
+        key, value, headers, _ = record
         sent: asyncio.Future[object] = await self._producer.send(
-            self._topic, value, key=key, headers=headers, partition=self._partition(own_key)
+            self._topic, value, key=key, headers=headers, partition=self._partition(record)
         )
         self.unacknowledged.add(sent)
         return sent
@@ -73,10 +88,45 @@ class Publisher:
             ``may_be_stored`` once the record was handed to the producer, which may still
             deliver it afterwards.
         """
+        key, value, headers, _ = record
+        appending = self._producer.send(
+            self._topic, value, key=key, headers=headers, partition=self._partition(record)
+        )
+        try:
+            # send() only appends to a batch unless it must wait (metadata, a full
+            # buffer): stepped here, the common case needs no timer of its own.
+            waiting_on = appending.send(None)
+        except StopIteration as appended:
+            sent: asyncio.Future[object] = appended.value
+        except KafkaError as exc:
+            raise self.refused(repr(name), exc, may_be_stored=False) from None
+        else:
+            await self._publish_slowly(appending, waiting_on, name)
+            return
+        self.unacknowledged.add(sent)
+        try:
+            if not await self._deadlines.wait(sent):
+                raise TimeoutError
+            sent.result()
+        except TimeoutError:
+            raise self.timed_out(repr(name), may_be_stored=True) from None
+        except asyncio.CancelledError:
+            note_interruption(Interruption.UNCONFIRMED)  # the producer still holds it
+            raise
+        except KafkaError as exc:
+            raise self.refused(repr(name), exc, may_be_stored=_maybe(sent, exc)) from None
+        finally:
+            self._settle(sent)
+
+    async def _publish_slowly(
+        self, appending: Coroutine[Any, Any, asyncio.Future[object]], waiting_on: Any, name: str
+    ) -> None:
+        """:meth:`publish` once ``send()`` had to wait: the rest under one timeout."""
         sent: asyncio.Future[object] | None = None
         try:
             async with asyncio.timeout(self._timeout):
-                sent = await self._send(record)
+                sent = await _Rest(appending, waiting_on)
+                self.unacknowledged.add(sent)
                 await asyncio.shield(sent)
         except TimeoutError:
             raise self.timed_out(repr(name), may_be_stored=sent is not None) from None
@@ -165,6 +215,32 @@ class Publisher:
             f"{self._config.describe(exc)}{_before(stored_before)}",
             may_be_stored=may_be_stored,
         )
+
+
+class _Rest:
+    """``await _Rest(coro, waiting_on)``: the rest of ``coro``, whose first step (which
+    yielded ``waiting_on``) ran already, in the awaiting task."""
+
+    __slots__ = ("_coro", "_waiting_on")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], waiting_on: Any) -> None:
+        self._coro, self._waiting_on = coro, waiting_on
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, waiting_on = self._coro, self._waiting_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except BaseException as exc:  # cancellation: forwarded to the coroutine
+                try:
+                    waiting_on = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    waiting_on = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
 
 
 def _maybe(sent: asyncio.Future[object] | None, error: BaseException) -> bool:

@@ -87,11 +87,13 @@ def to_record(codec: Codec, envelope: EventEnvelope) -> Outgoing:
     """Key, value and headers of ``envelope``; raises EventSerializationError."""
     fields = codec.encode(envelope)
     key = key_of(envelope)
+    event_id, correlation, attempt = fields[ID], envelope.correlation_id, envelope.attempt
     headers: Headers = [
         (EVENT_NAME, fields[NAME]),
-        (EVENT_ID, fields[ID]),
-        (CORRELATION, envelope.correlation_id.encode()),
-        (ATTEMPT, str(envelope.attempt).encode()),
+        (EVENT_ID, event_id),
+        # A root event's correlation id is its own id, its attempt 1: not encoded again.
+        (CORRELATION, event_id if correlation == envelope.id else correlation.encode()),
+        (ATTEMPT, b"1" if attempt == 1 else str(attempt).encode()),
     ]
     trace = envelope.trace_context
     if trace:
@@ -138,9 +140,12 @@ def decode(codec: Codec, record: Any, deliveries: int) -> EventEnvelope:
     if record.value is None:
         raise MalformedEntry("the record has no value (a tombstone?)")
     carried = headers.get(ATTEMPT)
-    try:
-        first = max(int(carried), 1) if carried is not None else 1
-    except ValueError:
+    if carried is None or carried == b"1":  # the common case, without int()
         first = 1
+    else:
+        try:
+            first = max(int(carried), 1)
+        except ValueError:
+            first = 1
     fields = {ID: event_id, NAME: name, BODY: record.value}
     return codec.decode(fields, attempt=first + deliveries - 1)
