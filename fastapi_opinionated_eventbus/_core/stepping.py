@@ -10,24 +10,35 @@ during the first step keep working.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 __all__ = ["Resumed", "start_in"]
 
 
+def _in_awaiting_context(step: Callable[[Any], Any], value: Any) -> Any:
+    return step(value)
+
+
 class Resumed:
-    """``await Resumed(coro, context, waiting_on)`` returns ``coro``'s result (or raises)."""
+    """``await Resumed(coro, context, waiting_on)`` returns ``coro``'s result (or raises).
+
+    ``context`` None: the rest runs in the awaiting task's own context, as the first step
+    did (a coroutine of ours stepped once without ``Context.run``)."""
 
     __slots__ = ("_context", "_coro", "_waiting_on")
 
     def __init__(
-        self, coro: Coroutine[Any, Any, Any], context: contextvars.Context, waiting_on: Any
+        self,
+        coro: Coroutine[Any, Any, Any],
+        context: contextvars.Context | None,
+        waiting_on: Any,
     ) -> None:
         self._coro, self._context, self._waiting_on = coro, context, waiting_on
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        run, coro, waiting_on = self._context.run, self._coro, self._waiting_on
+        context, coro, waiting_on = self._context, self._coro, self._waiting_on
+        run = _in_awaiting_context if context is None else context.run
         while True:
             try:
                 sent = yield waiting_on

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Coroutine, Generator, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -30,6 +30,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from ..._core.errors import BackendUnavailable
 from ..._core.interruption import Interruption, note_interruption
+from ..._core.stepping import Resumed
 from .config import KafkaConfig
 from .deadlines import Deadlines
 from .wire import Outgoing
@@ -125,7 +126,7 @@ class Publisher:
         sent: asyncio.Future[object] | None = None
         try:
             async with asyncio.timeout(self._timeout):
-                sent = await _Rest(appending, waiting_on)
+                sent = await Resumed(appending, None, waiting_on)
                 self.unacknowledged.add(sent)
                 await asyncio.shield(sent)
         except TimeoutError:
@@ -215,32 +216,6 @@ class Publisher:
             f"{self._config.describe(exc)}{_before(stored_before)}",
             may_be_stored=may_be_stored,
         )
-
-
-class _Rest:
-    """``await _Rest(coro, waiting_on)``: the rest of ``coro``, whose first step (which
-    yielded ``waiting_on``) ran already, in the awaiting task."""
-
-    __slots__ = ("_coro", "_waiting_on")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], waiting_on: Any) -> None:
-        self._coro, self._waiting_on = coro, waiting_on
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, waiting_on = self._coro, self._waiting_on
-        while True:
-            try:
-                sent = yield waiting_on
-            except BaseException as exc:  # cancellation: forwarded to the coroutine
-                try:
-                    waiting_on = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    waiting_on = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
 
 
 def _maybe(sent: asyncio.Future[object] | None, error: BaseException) -> bool:
