@@ -101,7 +101,7 @@ def app_call(results: list[Result], cpus: int) -> Target:
         t.margin = f"{0.5 / ratio:.2f}x beyond the target"
     else:
         t.margin = f"short: ours would need ≤ {_us(blinker.min / 2)}, is {_us(ours.min)}"
-        t.why = f"missed by {t.margin}; {APP_CALL_FLOOR}"
+        t.why = f"{t.margin}; {APP_CALL_FLOOR}"
     return t
 
 
