@@ -8,13 +8,13 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from enum import Enum
-from json.encoder import encode_basestring
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from .._core.envelope import EventEnvelope, check_identity, received_envelope
 from .._core.errors import EventSerializationError
+from .jsontext import dumps, loads_untagged
 from .models import NotCarried, dump_model
 from .registry import TypeRegistry, known_types, stable_name
 from .text import clipped, shown
@@ -29,29 +29,6 @@ TAG_BYTES = b'"$eb"'
 ID, NAME, BODY = b"id", b"name", b"body"
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
-# What json.dumps(body, separators=(",", ":"), ensure_ascii=False) builds on each call
-# (1.3 of its 4.7 µs for a small event), and json.loads's own decoder: built once.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-_DECODER = json.JSONDecoder()
-# The C encoder that _ENCODER.encode() makes on each call, made once: 3.3 -> 2.0 µs for
-# a small event. Without circular-reference markers: a body is built afresh by
-# Codec._value (new lists and dicts all the way down; a cycle fails there first).
-c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)  # not in typeshed
-_c_encode = (
-    c_make_encoder(None, _ENCODER.default, encode_basestring, None, ":", ",", False, False, True)
-    if c_make_encoder is not None
-    else None
-)
-# The C scanner decode() calls after matching whitespace (none in a body written here).
-_scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
-
-
-def _dumps(body: Any) -> str:
-    if _c_encode is None:  # pragma: no cover - CPython has _json
-        return _ENCODER.encode(body)
-    return "".join(_c_encode(body, 0))
-
-
 _NUMBER = (int, float)  # not int | float: that builds a union on each call
 
 SchemaLookup = Callable[[str], "type[BaseModel] | None"]
@@ -126,7 +103,7 @@ class Codec:
             "trace": envelope.trace_context or {},
         }
         try:
-            encoded = _dumps(body).encode()
+            encoded = dumps(body).encode()
             return {ID: envelope.id.encode(), NAME: envelope.name.encode(), BODY: encoded}
         except (ValueError, RecursionError) as exc:
             # An int too long for json, a lone surrogate that is not UTF-8, ...
@@ -237,19 +214,8 @@ class Codec:
         try:
             if TAG_BYTES in raw_body:
                 body = json.loads(raw_body, object_hook=lambda obj: self._tagged(obj, schema))
-            elif raw_body.startswith(b'{"'):
-                # What json.loads does with these bytes (UTF-8: no BOM, no NUL among the
-                # first two), without detecting the encoding nor matching whitespace
-                # around a body that has none: 3.7 -> 2.1 µs for a small event.
-                text = raw_body.decode("utf-8", "surrogatepass")
-                try:
-                    body, end = _scan(text, 0)
-                except StopIteration:
-                    end = -1
-                if end != len(text):  # trailing whitespace, extra data, not JSON: json says
-                    body = _DECODER.decode(text)
             else:  # nothing tagged (at most a string with "$eb" in it looks tagged here)
-                body = json.loads(raw_body)
+                body = loads_untagged(raw_body)
         except MalformedEntry:
             raise
         except ValidationError as exc:
