@@ -38,7 +38,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from benchmarks.broker_common import CONCURRENCY, last_json, percentiles, shares
+from benchmarks.broker_common import CONCURRENCY, interleaved, last_json, percentiles, shares
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 6
@@ -295,33 +295,18 @@ def _pair(servers: str, consumer: str, producer: str, n: int, *extra: str) -> di
 def run(servers: str, quick: bool) -> dict[str, Any]:
     """Measure; returns the figures (events/s, ratio to the floor, emit latency in µs)."""
     n = 5_000 if quick else 20_000
-    rounds = 1 if quick else 3
     samples = 300 if quick else 2_000
-    ours, floor, batched = [], [], []
-    for _ in range(rounds):  # interleaved, so a noisy moment hurts both alike
-        floor.append(_pair(servers, "floor-consumer", "floor-producer", n))
-        ours.append(_pair(servers, "ours-consumer", "ours-producer", n, "--samples", str(samples)))
-        batched.append(_pair(servers, "floor-consumer", "floor-producer", n, "--batched"))
-    best_ours = max(ours, key=lambda f: f["events_per_s"])
-    best_floor = max(floor, key=lambda f: f["events_per_s"])
-    best_batched = max(batched, key=lambda f: f["events_per_s"])
     return {
         "events": n,
-        "rounds": rounds,
         "concurrency": CONCURRENCY,
         "partitions": PARTITIONS,
-        "ours_events_per_s": best_ours["events_per_s"],
-        "floor_events_per_s": best_floor["events_per_s"],
-        "batched_floor_events_per_s": best_batched["events_per_s"],
-        "ratio_to_floor": best_ours["events_per_s"] / best_floor["events_per_s"],
-        "ratio_to_batched_floor": best_ours["events_per_s"] / best_batched["events_per_s"],
-        "emit_latency_us": best_ours["sequential"],
-        "emit_latency_under_load_us": best_ours["loaded"],
-        "all_rounds_events_per_s": {
-            "ours": [round(f["events_per_s"]) for f in ours],
-            "floor": [round(f["events_per_s"]) for f in floor],
-            "batched_floor": [round(f["events_per_s"]) for f in batched],
-        },
+        **interleaved(
+            1 if quick else 3,
+            lambda: _pair(servers, "floor-consumer", "floor-producer", n),
+            lambda: _pair(servers, "ours-consumer", "ours-producer", n, "--samples", str(samples)),
+            lambda: _pair(servers, "floor-consumer", "floor-producer", n, "--batched"),
+            "batched",
+        ),
         "verified": True,
     }
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from benchmarks.broker_common import CONCURRENCY, last_json, percentiles, shares
+from benchmarks.broker_common import CONCURRENCY, interleaved, last_json, percentiles, shares
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 64
@@ -288,35 +288,21 @@ def _cleanup(url: str, prefix: str) -> None:
 def run(url: str, quick: bool) -> dict[str, Any]:
     """Measure; returns the figures (events/s, ratio to the floor, emit latency in µs)."""
     n = 4_000 if quick else 20_000
-    rounds = 1 if quick else 3
     samples = 300 if quick else 2_000
-    ours, floor, pipelined = [], [], []
-    for _ in range(rounds):  # interleaved, so a noisy moment hurts both alike
-        floor.append(_pair(url, "floor-consumer", "floor-producer", n))
-        ours.append(_pair(url, "ours-consumer", "ours-producer", n, "--samples", str(samples)))
-        pipelined.append(_pair(url, "floor-consumer", "floor-producer", n, "--pipelined"))
-    best_ours = max(ours, key=lambda f: f["events_per_s"])
-    best_floor = max(floor, key=lambda f: f["events_per_s"])
-    best_pipelined = max(pipelined, key=lambda f: f["events_per_s"])
+    figures = interleaved(
+        1 if quick else 3,
+        lambda: _pair(url, "floor-consumer", "floor-producer", n),
+        lambda: _pair(url, "ours-consumer", "ours-producer", n, "--samples", str(samples)),
+        lambda: _pair(url, "floor-consumer", "floor-producer", n, "--pipelined"),
+        "pipelined",
+    )
     return {
         "events": n,
-        "rounds": rounds,
         "concurrency": CONCURRENCY,
         "batch": BATCH,
-        "ours_events_per_s": best_ours["events_per_s"],
-        "floor_events_per_s": best_floor["events_per_s"],
-        "pipelined_floor_events_per_s": best_pipelined["events_per_s"],
-        "ratio_to_floor": best_ours["events_per_s"] / best_floor["events_per_s"],
-        "ratio_to_pipelined_floor": best_ours["events_per_s"] / best_pipelined["events_per_s"],
-        "ours_us_per_event": 1e6 / best_ours["events_per_s"],
-        "floor_us_per_event": 1e6 / best_floor["events_per_s"],
-        "emit_latency_us": best_ours["sequential"],
-        "emit_latency_under_load_us": best_ours["loaded"],
-        "all_rounds_events_per_s": {
-            "ours": [round(f["events_per_s"]) for f in ours],
-            "floor": [round(f["events_per_s"]) for f in floor],
-            "pipelined_floor": [round(f["events_per_s"]) for f in pipelined],
-        },
+        **figures,
+        "ours_us_per_event": 1e6 / figures["ours_events_per_s"],
+        "floor_us_per_event": 1e6 / figures["floor_events_per_s"],
         # Every round of every system handled exactly `events` with nothing left pending
         # (otherwise VerificationFailed was raised and there is no dict).
         "verified": True,
