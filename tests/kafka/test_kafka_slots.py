@@ -62,3 +62,15 @@ async def test_a_slot_handed_to_a_waiter_cancelled_meanwhile_goes_on() -> None:
     await asyncio.wait_for(second, 1)  # the slot went on to the next waiter
     slots.give()
     assert slots.try_take() and not slots.try_take()
+
+
+async def test_a_waiter_popped_by_give_after_its_cancellation_frees_the_slot() -> None:
+    slots = Slots(1)
+    assert slots.try_take()
+    waiting = asyncio.create_task(slots.take())
+    await asyncio.sleep(0)
+    waiting.cancel()  # its future is cancelled now; the task unwinds on its next step
+    slots.give()  # before that: skips the cancelled waiter, taking it off the queue
+    [outcome] = await asyncio.gather(waiting, return_exceptions=True)
+    assert isinstance(outcome, asyncio.CancelledError)
+    assert slots.try_take() and not slots.try_take()

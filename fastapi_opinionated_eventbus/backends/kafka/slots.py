@@ -37,7 +37,8 @@ class Slots:
             await waiter
         except asyncio.CancelledError:
             if waiter.cancelled():
-                self._waiters.remove(waiter)
+                if waiter in self._waiters:  # give() may have skipped it off the queue
+                    self._waiters.remove(waiter)
             else:  # handed a slot as the cancellation came: pass it on
                 self.give()
             raise
