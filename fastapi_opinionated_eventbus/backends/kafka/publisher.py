@@ -72,13 +72,19 @@ class Publisher:
         self._sticky_left -= size
         return self._sticky
 
-    async def _send(self, record: Outgoing) -> asyncio.Future[object]:
-        """Hand one record to the producer (it leaves with the next request); its future
-        resolves with the broker's acknowledgement."""
+    def _appending(self, record: Outgoing) -> Coroutine[Any, Any, asyncio.Future[object]]:
+        """The producer's ``send()`` of one record: it appends the record to a batch (which
+        leaves with the next request) and returns the future of its acknowledgement."""
         key, value, headers, _ = record
-        sent: asyncio.Future[object] = await self._producer.send(
+        appending: Coroutine[Any, Any, asyncio.Future[object]] = self._producer.send(
             self._topic, value, key=key, headers=headers, partition=self._partition(record)
         )
+        return appending
+
+    async def _send(self, record: Outgoing) -> asyncio.Future[object]:
+        """Hand one record to the producer; its future resolves with the broker's
+        acknowledgement."""
+        sent = await self._appending(record)
         self.unacknowledged.add(sent)
         return sent
 
@@ -89,10 +95,7 @@ class Publisher:
             ``may_be_stored`` once the record was handed to the producer, which may still
             deliver it afterwards.
         """
-        key, value, headers, _ = record
-        appending = self._producer.send(
-            self._topic, value, key=key, headers=headers, partition=self._partition(record)
-        )
+        appending = self._appending(record)
         try:
             # send() only appends to a batch unless it must wait (metadata, a full
             # buffer): stepped here, the common case needs no timer of its own.
