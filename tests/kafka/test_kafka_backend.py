@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from kafka_support import KafkaBroker, eventually
+from kafka_support import FAST_GROUP, KafkaBroker, eventually
 from pydantic import BaseModel
 
 from fastapi_opinionated_eventbus import (
@@ -116,6 +116,56 @@ async def test_a_slow_record_holds_its_partitions_commit_while_later_ones_finish
         return await committed() == 26
 
     await eventually(all_committed, what="everything committed once the slow one finished")
+
+
+async def test_commits_are_coalesced_to_one_request_per_commit_interval(
+    make_bus: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    from fastapi_opinionated_eventbus.backends.kafka import consumer as group
+
+    requests: list[float] = []
+    commit = AIOKafkaConsumer.commit
+
+    async def counted(self: AIOKafkaConsumer, *args: Any, **kwargs: Any) -> None:
+        requests.append(time.monotonic())
+        await commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(AIOKafkaConsumer, "commit", counted)
+    # The broker answers fetches within 10 ms (tansu holds an empty one for half of
+    # aiokafka's default 500 ms): records arrive as they are emitted, a few at a time.
+    fetch_at_once = FAST_GROUP | {"fetch_max_wait_ms": 10}
+    consumer = make_bus(kafka_partitions=1, kafka_consumer_options=fetch_at_once)
+    handled: list[float] = []
+
+    async def job(n: int) -> None:
+        handled.append(time.monotonic())
+
+    consumer.subscribe("job", job)
+    await consumer.start()
+    producer = make_bus()
+    await producer.start()
+
+    async def assigned() -> bool:
+        return bool(getattr(consumer.backend, "assigned_partitions", None))
+
+    await eventually(assigned, what="the consumer's partition")
+    for wave in range(30):  # records finishing all the time, for about half a second
+        await producer.emit_many([("job", wave * 5 + n) for n in range(5)])
+        await asyncio.sleep(0.015)
+
+    async def all_committed() -> bool:
+        health: dict[str, Any] = await consumer.health()
+        return bool(health["committed_offsets"].get("0") == 150)
+
+    await eventually(all_committed, what="the 150 records committed")
+    busy = [t for t in requests if t >= handled[0]]
+    span = handled[-1] - handled[0]
+    # One request when the first record finished, then at most one per interval; without
+    # the interval, one followed each answer: dozens here.
+    assert len(busy) <= span / group.COMMIT_INTERVAL + 2, (len(busy), span)
+    assert len(handled) == 150
 
 
 async def test_a_poison_event_ends_in_the_dead_letter_topic_and_replays_once_fixed(
