@@ -56,7 +56,14 @@ def interleaved(
             runs[name].append(measure())
     best = {name: max(found, key=lambda f: f["events_per_s"]) for name, found in runs.items()}
     mine = best["ours"]["events_per_s"]
+    # CPU per event of each process, in each best round (where the roles measure it).
+    cpu = {
+        name: {"producer": f["producer_cpu_us"], "consumer": f["consumer_cpu_us"]}
+        for name, f in best.items()
+        if "producer_cpu_us" in f
+    }
     return {
+        **({"cpu_us_per_event": cpu} if cpu else {}),
         "rounds": rounds,
         "ours_events_per_s": mine,
         "floor_events_per_s": best["floor"]["events_per_s"],

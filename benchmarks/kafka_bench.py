@@ -16,7 +16,10 @@ id) and the same number of concurrent emitters:
 
 Throughput is events / (time the last handler finished - time the first emit started),
 both taken with ``time.time()`` on this machine, after the consumer's group has its
-partitions. Publish latency is of ``await emit()`` one at a time (no load) and under the
+partitions. Each process also reports its CPU time per event over the run (producer:
+until its last emit returned; consumer: until its last event was handled).
+
+Publish latency is of ``await emit()`` one at a time (no load) and under the
 throughput run's load. Verification: the consumer reports how many events it handled and
 the offsets its group committed; anything but exactly N of both raises
 :class:`VerificationFailed`, and no figure is reported.
@@ -44,7 +47,19 @@ ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 6
 PAYLOAD = {"id": 12345, "name": "Jane Doe", "email": "jane@example.com", "plan": "pro"}
 EVENT = "user.created"
-GROUP_TIMINGS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
+# Both consumers, ours and the floor's, wait at most 100 ms for a fetch (aiokafka's
+# default: 500). tansu answers a fetch that finds no new records only after sleeping, for
+# half its max wait when that is 250 ms or more (tansu-broker/src/broker/fetch.rs), where
+# Apache Kafka answers once records arrive. At the default a consumer that caught up with
+# the producer stalled 250 ms, twice per 0.8 s round: whichever consumer caught up more
+# often lost (rounds of both ended 200-250 ms after the last emit), and the floor's rounds
+# came out at either 22,000 or 37,000 events/s. 10 ms would stall less but triples tansu's
+# CPU per event (each fetch re-reads its storage), which then bounds every run.
+CONSUMER_OPTIONS = {
+    "session_timeout_ms": 6000,
+    "heartbeat_interval_ms": 500,
+    "fetch_max_wait_ms": 100,
+}
 
 
 class VerificationFailed(RuntimeError):
@@ -100,7 +115,7 @@ def _bus(servers: str, topic: str) -> Any:
         kafka_topic=topic,
         kafka_group_id=f"{topic}.ours",
         kafka_partitions=PARTITIONS,
-        kafka_consumer_options=GROUP_TIMINGS,
+        kafka_consumer_options=CONSUMER_OPTIONS,
         max_pending=1_000_000,
     )
 
@@ -127,14 +142,16 @@ async def ours_consumer(servers: str, topic: str, n: int, files: Path, samples: 
     while not backend.assigned_partitions:  # noqa: ASYNC110 - aiokafka offers no event
         await asyncio.sleep(0.05)
     _write(files / "ready", "1")
+    cpu = time.process_time()
     with contextlib.suppress(TimeoutError):  # reported below: handled != n
         await asyncio.wait_for(done.wait(), timeout=_timeout(n))
+        cpu = time.process_time() - cpu
         # The producer's latency samples follow (no handler: committed all the same).
         await _wait_file(files / "latency-done", timeout=60)
     await asyncio.sleep(1.0)  # the last commits
     await bus.aclose()
     committed = await _committed(servers, topic, f"{topic}.ours") - samples
-    print(json.dumps({"handled": count, "committed": committed}))
+    print(json.dumps({"handled": count, "committed": committed, "cpu_s": cpu}))
 
 
 async def ours_producer(servers: str, topic: str, n: int, files: Path, samples: int) -> None:
@@ -149,8 +166,9 @@ async def ours_producer(servers: str, topic: str, n: int, files: Path, samples: 
             await bus.emit(EVENT, PAYLOAD)
             loaded.append(time.perf_counter() - started)
 
-    t0 = time.time()
+    t0, cpu = time.time(), time.process_time()
     await asyncio.gather(*(emitter(c) for c in shares(n)))
+    cpu = time.process_time() - cpu
     done = float(await _wait_file(files / "done", timeout=_timeout(n)))
     sequential = []
     for _ in range(samples):  # latency without load: one emit at a time
@@ -159,7 +177,7 @@ async def ours_producer(servers: str, topic: str, n: int, files: Path, samples: 
         sequential.append(time.perf_counter() - started)
     _write(files / "latency-done", "1")
     await bus.aclose()
-    result = {"t0": t0, "done": done, "sequential": percentiles(sequential)}
+    result = {"t0": t0, "done": done, "cpu_s": cpu, "sequential": percentiles(sequential)}
     print(json.dumps(result | {"loaded": percentiles(loaded)}))
 
 
@@ -181,13 +199,14 @@ async def floor_consumer(servers: str, topic: str, n: int, files: Path) -> None:
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        **GROUP_TIMINGS,
+        **CONSUMER_OPTIONS,
     )
     await consumer.start()
     consumer.subscribe([topic])
     while not consumer.assignment():
         await consumer.getmany(timeout_ms=100)
     _write(files / "ready", "1")
+    cpu = time.process_time()
     count = 0
     deadline = time.monotonic() + _timeout(n)
     while count < n and time.monotonic() < deadline:
@@ -196,10 +215,12 @@ async def floor_consumer(servers: str, topic: str, n: int, files: Path) -> None:
             continue
         count += sum(len(records) for records in batches.values())
         await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
+    cpu = time.process_time() - cpu
     if count == n:
         _write(files / "done", repr(time.time()))
     await consumer.stop()
-    print(json.dumps({"handled": count, "committed": await _committed(servers, topic, group)}))
+    committed = await _committed(servers, topic, group)
+    print(json.dumps({"handled": count, "committed": committed, "cpu_s": cpu}))
 
 
 async def floor_producer(servers: str, topic: str, n: int, files: Path, batched: bool) -> None:
@@ -212,7 +233,7 @@ async def floor_producer(servers: str, topic: str, n: int, files: Path, batched:
     # which would put every record in one partition and one batch.
     keys = iter([f"{uuid.uuid4().hex[:16]}-{i:x}".encode() for i in range(n)])
     await _wait_file(files / "ready")
-    t0 = time.time()
+    t0, cpu = time.time(), time.process_time()
     if batched:
         sent = [
             await producer.send(topic, value, key=next(keys), headers=headers) for _ in range(n)
@@ -225,9 +246,10 @@ async def floor_producer(servers: str, topic: str, n: int, files: Path, batched:
                 await (await producer.send(topic, value, key=next(keys), headers=headers))
 
         await asyncio.gather(*(emitter(c) for c in shares(n)))
+    cpu = time.process_time() - cpu
     done = float(await _wait_file(files / "done", timeout=_timeout(n)))
     await producer.stop()
-    print(json.dumps({"t0": t0, "done": done}))
+    print(json.dumps({"t0": t0, "done": done, "cpu_s": cpu}))
 
 
 # ====================================================================== orchestration
@@ -289,12 +311,14 @@ def _pair(servers: str, consumer: str, producer: str, n: int, *extra: str) -> di
                     proc.kill()
                     proc.wait()
     figures["events_per_s"] = n / (figures["done"] - figures["t0"])
+    figures["producer_cpu_us"] = figures["cpu_s"] / n * 1e6
+    figures["consumer_cpu_us"] = report["cpu_s"] / n * 1e6
     return figures
 
 
 def run(servers: str, quick: bool) -> dict[str, Any]:
     """Measure; returns the figures (events/s, ratio to the floor, emit latency in µs)."""
-    n = 5_000 if quick else 20_000
+    n = 5_000 if quick else 50_000
     samples = 300 if quick else 2_000
     return {
         "events": n,
@@ -327,6 +351,11 @@ def _format(figures: dict[str, Any]) -> str:
             f"(one at a time); under load p50 {loaded['p50_us']:.0f} µs, "
             f"p99 {loaded['p99_us']:.0f} µs",
             f"  all rounds        {figures['all_rounds_events_per_s']}",
+            "  CPU per event     "
+            + "; ".join(
+                f"{name}: producer {cpu['producer']:.1f} µs, consumer {cpu['consumer']:.1f} µs"
+                for name, cpu in figures["cpu_us_per_event"].items()
+            ),
         ]
     )
 

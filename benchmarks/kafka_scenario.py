@@ -126,6 +126,9 @@ def _figures_row(system: str, figures: dict[str, Any]) -> dict[str, Any]:
         "concurrency": float(figures["concurrency"]),
         "partitions": float(figures["partitions"]),
     }
+    cpu = figures.get("cpu_us_per_event", {}).get(ROUNDS_KEY[system])
+    if cpu is not None:
+        extra |= {"producer_cpu_us": cpu["producer"], "consumer_cpu_us": cpu["consumer"]}
     c = figures["concurrency"]
     if system == FLOOR:
         note = f"{c} tasks each awaiting send(); another process: getmany() + commit() per batch"
@@ -145,6 +148,11 @@ def _figures_row(system: str, figures: dict[str, Any]) -> dict[str, Any]:
             "emit_loaded_p50_us": float(loaded["p50_us"]),
             "emit_loaded_p99_us": float(loaded["p99_us"]),
         }
+    if cpu is not None:
+        note += (
+            f"; CPU per event in the best round: producer {cpu['producer']:.1f} µs, "
+            f"consumer {cpu['consumer']:.1f} µs"
+        )
     return _row(
         system,
         OK,
