@@ -19,6 +19,13 @@ both taken with ``time.time()`` on this machine, after the consumer's group has 
 partitions. Each process also reports its CPU time per event over the run (producer:
 until its last emit returned; consumer: until its last event was handled).
 
+Rounds have 50,000 events (about 2 s): tansu answers a fetch that finds no new records
+only after sleeping, for half of the consumer's max wait (aiokafka's default: 500 ms, so
+250 ms; tansu-broker/src/broker/fetch.rs), where Apache Kafka answers once records arrive.
+A consumer that catches up with the producer near the end of a round therefore finishes
+up to 250 ms late, whichever it is: with 20,000 events (0.8 s) that alone moved a round's
+figure by up to a third.
+
 Publish latency is of ``await emit()`` one at a time (no load) and under the
 throughput run's load. Verification: the consumer reports how many events it handled and
 the offsets its group committed; anything but exactly N of both raises
@@ -47,19 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 6
 PAYLOAD = {"id": 12345, "name": "Jane Doe", "email": "jane@example.com", "plan": "pro"}
 EVENT = "user.created"
-# Both consumers, ours and the floor's, wait at most 100 ms for a fetch (aiokafka's
-# default: 500). tansu answers a fetch that finds no new records only after sleeping, for
-# half its max wait when that is 250 ms or more (tansu-broker/src/broker/fetch.rs), where
-# Apache Kafka answers once records arrive. At the default a consumer that caught up with
-# the producer stalled 250 ms, twice per 0.8 s round: whichever consumer caught up more
-# often lost (rounds of both ended 200-250 ms after the last emit), and the floor's rounds
-# came out at either 22,000 or 37,000 events/s. 10 ms would stall less but triples tansu's
-# CPU per event (each fetch re-reads its storage), which then bounds every run.
-CONSUMER_OPTIONS = {
-    "session_timeout_ms": 6000,
-    "heartbeat_interval_ms": 500,
-    "fetch_max_wait_ms": 100,
-}
+GROUP_TIMINGS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
 
 
 class VerificationFailed(RuntimeError):
@@ -115,7 +110,7 @@ def _bus(servers: str, topic: str) -> Any:
         kafka_topic=topic,
         kafka_group_id=f"{topic}.ours",
         kafka_partitions=PARTITIONS,
-        kafka_consumer_options=CONSUMER_OPTIONS,
+        kafka_consumer_options=GROUP_TIMINGS,
         max_pending=1_000_000,
     )
 
@@ -199,7 +194,7 @@ async def floor_consumer(servers: str, topic: str, n: int, files: Path) -> None:
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        **CONSUMER_OPTIONS,
+        **GROUP_TIMINGS,
     )
     await consumer.start()
     consumer.subscribe([topic])
