@@ -64,9 +64,9 @@ _POLL_MS = 1000
 _REMEMBERED = 10_000
 # After a commit the next one waits this long, then covers every partition that moved
 # meanwhile. Committing again as soon as the broker answered sent a request per fetched
-# batch: 100-180 a second in benchmark scenario 14 (10 with the interval), 10-30% of the
-# broker's CPU per event. A crash redelivers at most this much more work; shutdowns and
-# rebalances commit at once.
+# batch: 50-70 a second in benchmark scenario 14 (100-180 with shorter fetch waits), 6-10
+# with the interval; the broker (tansu) spent 10-30% less CPU per event. A crash
+# redelivers at most this much more work; shutdowns and rebalances commit at once.
 COMMIT_INTERVAL = 0.1
 
 
