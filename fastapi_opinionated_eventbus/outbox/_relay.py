@@ -224,18 +224,23 @@ class Relay:
                 return await self._locked_cycle(conn)
             return await self._unlocked_cycle(conn)
         finally:
-            with contextlib.suppress(Exception):  # a broken connection is discarded anyway
-                await conn.close()
+            await _release(conn)
 
     async def _locked_cycle(self, conn: AsyncConnection) -> Settlement:
-        async with conn.begin():
+        # Committed under the timeout, not at the exit of an ``async with conn.begin()``
+        # (a commit the database never answers would wait there for ever). On a failure
+        # the transaction stays open and _release() ends it, within the timeout too.
+        async with asyncio.timeout(DB_TIMEOUT):
+            transaction = await conn.begin()
+            rows = await self._store.claim(conn)
+        if not rows:
             async with asyncio.timeout(DB_TIMEOUT):
-                rows = await self._store.claim(conn)
-            if not rows:
-                return Settlement()
-            settlement = await self._dispatch_rows(rows)
-            async with asyncio.timeout(DB_TIMEOUT):
-                await self._store.settle(conn, settlement)
+                await transaction.commit()
+            return Settlement()
+        settlement = await self._dispatch_rows(rows)
+        async with asyncio.timeout(DB_TIMEOUT):
+            await self._store.settle(conn, settlement)
+            await transaction.commit()
         # Committed: only now are the rows gone for the other relays.
         self.dispatched += len(settlement.dispatched)
         return settlement
@@ -334,3 +339,15 @@ class Relay:
     async def read_stats(self) -> OutboxStats:
         async with asyncio.timeout(DB_TIMEOUT), self._engine.connect() as conn:
             return await self._store.stats(conn)
+
+
+async def _release(conn: AsyncConnection) -> None:
+    """Close ``conn`` (rolling back what it left open) within DB_TIMEOUT. A connection
+    that does not answer is dropped: its socket is closed without a word, and the server
+    ends its session, rolling back and freeing the rows it had claimed."""
+    try:
+        async with asyncio.timeout(DB_TIMEOUT):
+            await conn.close()
+    except Exception:  # timed out or broken: it is not coming back either way
+        with contextlib.suppress(Exception):
+            await conn.invalidate()
