@@ -6,20 +6,18 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 from kafka_broker import KafkaBroker, no_kafka
-from support import eventually, stop_process
+from support import eventually, spawn_worker, stop_process
 
 __all__ = ["KafkaBroker", "eventually", "no_kafka"]  # for the Kafka test modules
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 WORKER = HERE / "kafka" / "worker.py"
-PYTHON = sys.executable
 
 # Group timings for tests: a dead member is noticed within seconds, not the default 10 s.
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
@@ -64,13 +62,7 @@ class Worker:
             "ready": str(self.ready_file),
             **self.options,
         }
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [PYTHON, str(WORKER), json.dumps(config)],
-                cwd=REPO_ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.proc = spawn_worker(WORKER, config, self.log)
         return self
 
     async def ready(self, timeout: float = 30.0) -> None:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,6 +14,7 @@ from typing import Any
 from sqlalchemy import Column, Integer, MetaData, String, Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
+from support import spawn_worker
 
 from fastapi_opinionated_eventbus import EventBus, current_event
 from fastapi_opinionated_eventbus.outbox import outbox_table
@@ -121,13 +120,7 @@ class Worker:
             "ready": str(self.ready_file),
             **self.options,
         }
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(WORKER), json.dumps(config)],
-                cwd=HERE.parent,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.proc = spawn_worker(WORKER, config, self.log)
         return self
 
     def output(self) -> str:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from support import eventually, stop_process
+from support import eventually, spawn_worker, stop_process
 
 __all__ = ["eventually"]  # for the Redis test modules
 
@@ -27,7 +25,6 @@ Entries = list[tuple[bytes, dict[bytes, bytes]]]
 Hash = dict[bytes, bytes]
 """An HGETALL reply."""
 WORKER = HERE / "redis" / "worker.py"
-PYTHON = sys.executable
 
 
 class Worker:
@@ -41,13 +38,7 @@ class Worker:
 
     def start(self) -> Worker:
         config = {"url": self.url, "prefix": self.prefix, "name": self.name, **self.options}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [PYTHON, str(WORKER), json.dumps(config)],
-                cwd=REPO_ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.proc = spawn_worker(WORKER, config, self.log)
         return self
 
     async def ready(self, client: aioredis.Redis, timeout: float = 30.0) -> None:

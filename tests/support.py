@@ -323,6 +323,18 @@ async def close_while_a_handler_ignores_cancellation(
     await asyncio.sleep(0.05)  # the handler ends, before the test's loop closes
 
 
+def spawn_worker(script: Path, config: dict[str, Any], log: Path) -> subprocess.Popen[bytes]:
+    """Start ``python script '<config as JSON>'`` from the repository root, its output
+    appended to ``log``: the worker processes of the Redis, Kafka and outbox tests."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, str(script), json.dumps(config)],
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
 def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> int | None:
     """SIGTERM and wait (SIGKILL after ``timeout``); returns the exit code."""
     if proc is None:
